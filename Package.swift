@@ -1,0 +1,93 @@
+// swift-tools-version:6.1
+// chatd: a chat service for education platforms, over a binary RPC protocol on TLS, backed by PostgreSQL.
+import PackageDescription
+
+/// One list of settings for every target (the grpc-swift-2 and hummingbird convention).
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "chatd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chatd", targets: ["chatd"]),
+        .library(name: "ChatProto", targets: ["ChatProto"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // MARK: C libraries
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CProtobufC",
+            pkgConfig: "libprotobuf-c",
+            providers: [.apt(["libprotobuf-c-dev"])]
+        ),
+
+        // MARK: The contract
+        .target(
+            name: "ChatProtoC",
+            dependencies: ["CProtobufC"],
+            cSettings: [.unsafeFlags(["-Wno-unused-parameter"])],
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        .target(
+            name: "ChatProto",
+            dependencies: ["CProtobufC", "ChatProtoC"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Storage
+        .target(
+            name: "ChatStore",
+            dependencies: [
+                "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "chatd",
+            dependencies: [
+                "ChatStore",
+                "ChatProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "ChatProtoTests",
+            dependencies: ["ChatProto"],
+            exclude: ["Resources"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChatStoreTests",
+            dependencies: ["ChatStore"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,50 @@
+# Shared by the scripts: a private PostgreSQL cluster, run as an unprivileged user on a Unix socket only.
+# PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` system user.
+
+pg_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -n "$dir" ] || { echo "no PostgreSQL server installed" >&2; return 1; }
+    echo "$dir"
+}
+
+# Runs a command as the cluster's owner.
+pg_as_owner() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# pg_cluster_start DIR: creates the cluster in DIR/data if it does not exist, starts it with its socket in DIR,
+# and waits until it accepts connections. The bootstrap superuser is `postgres`.
+pg_cluster_start() {
+    local dir=$1 bin
+    bin=$(pg_bindir) || return 1
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres:postgres "$dir"
+    fi
+    chmod 700 "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 \
+            >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+    fi
+    pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=${CHAT_PG_FSYNC:-on} -c max_connections=200" \
+        start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
+}
+
+# pg_cluster_stop DIR: stops the cluster (fast shutdown); quiet when it is not running.
+pg_cluster_stop() {
+    local dir=$1 bin
+    bin=$(pg_bindir) || return 0
+    [ -f "$dir/data/postmaster.pid" ] || return 0
+    pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+}
+
+# pg_conninfo DIR DATABASE USER: the libpq connection string for the cluster in DIR.
+pg_conninfo() {
+    echo "host=$1 port=5432 dbname=$2 user=$3"
+}
