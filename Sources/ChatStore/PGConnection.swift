@@ -2,17 +2,29 @@ internal import CLibPQ
 internal import Glibc
 
 /// One libpq connection. Every call blocks the calling thread until the server answers, so a connection is only
-/// ever used from a thread that may block (never an event loop or the cooperative pool); the pool in this module
-/// gives each connection such a thread.
+/// ever used from a thread that may block (never an event loop or the cooperative pool): `PGPool` gives each
+/// connection a thread of its own.
 public final class PGConnection {
     private var handle: OpaquePointer?
+    private let conninfo: String
+    /// Prepared statements of this session, by SQL text.
+    private var prepared: [String: String] = [:]
 
     /// Opens a connection.
     ///
     /// - Parameter conninfo: a libpq connection string (`host=/path port=5432 dbname=chat user=chat_app`) or URI.
     /// - Throws: `StorageError` with `.connectionFailed` when the server cannot be reached or refuses.
     public init(conninfo: String) throws(StorageError) {
-        guard let handle = PQconnectdb(conninfo) else {
+        self.conninfo = conninfo
+        try self.connect()
+    }
+
+    deinit {
+        self.close()
+    }
+
+    private func connect() throws(StorageError) {
+        guard let handle = PQconnectdb(self.conninfo) else {
             throw StorageError(code: .connectionFailed, detail: "out of memory")
         }
         guard PQstatus(handle) == CONNECTION_OK else {
@@ -21,18 +33,28 @@ public final class PGConnection {
             throw StorageError(code: .connectionFailed, detail: message)
         }
         self.handle = handle
+        self.prepared = [:]
     }
 
-    deinit {
-        self.close()
-    }
-
-    /// Closes the connection; further calls fail with `.connectionFailed`.
+    /// Closes the connection; further calls fail with `.connectionFailed` until `reconnect()`.
     public func close() {
         if let handle = self.handle {
             PQfinish(handle)
             self.handle = nil
         }
+        self.prepared = [:]
+    }
+
+    /// Closes the connection and opens a new one (after the server restarted, say).
+    public func reconnect() throws(StorageError) {
+        self.close()
+        try self.connect()
+    }
+
+    /// False once the connection is known to be lost.
+    public var isHealthy: Bool {
+        guard let handle = self.handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
     }
 
     /// The server's version as an integer, e.g. 150018 for 15.18.
@@ -41,36 +63,184 @@ public final class PGConnection {
         return Int(PQserverVersion(handle))
     }
 
+    // MARK: - One statement
+
     /// Runs one statement with bound parameters (never spliced into the SQL) and returns its result.
     ///
     /// - Parameters:
     ///   - sql: one statement, with `$1`, `$2`, ... placeholders.
     ///   - parameters: the values, sent as text; nil is SQL NULL.
     /// - Throws: `StorageError` with the SQLSTATE when the server rejects the statement.
+    @discardableResult
     public func query(_ sql: String, _ parameters: [String?] = []) throws(StorageError) -> PGResult {
-        guard let handle = self.handle else {
-            throw StorageError(code: .connectionFailed, detail: "connection closed")
-        }
+        let handle = try self.liveHandle()
         let result = withCStrings(parameters) { values in
             PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
+        return try self.check(result)
+    }
+
+    /// Runs one statement built with `SQL` interpolation.
+    @discardableResult
+    public func query(_ sql: SQL) throws(StorageError) -> PGResult {
+        try self.query(sql.text, sql.binds)
+    }
+
+    /// Runs a script of several statements without parameters (migrations), in the simple query protocol.
+    public func execute(script: String) throws(StorageError) {
+        let handle = try self.liveHandle()
+        _ = try self.check(PQexec(handle, script))
+    }
+
+    // MARK: - Pipelines
+
+    /// Sends every statement in one pipeline ending in one Sync, and reads every result: one round trip.
+    ///
+    /// Without an explicit `BEGIN` the statements form one implicit transaction that commits at the Sync; if one
+    /// fails, the server skips the rest and rolls the whole pipeline back. Statements are prepared once per
+    /// connection and executed by name after that.
+    ///
+    /// - Parameter statements: the statements, in order.
+    /// - Returns: one result per statement.
+    /// - Throws: the first statement's error (with its SQLSTATE) when one fails.
+    @discardableResult
+    public func pipeline(_ statements: [SQL]) throws(StorageError) -> [PGResult] {
+        let handle = try self.liveHandle()
+        guard PQenterPipelineMode(handle) == 1 else {
+            throw self.connectionError(handle, "cannot enter pipeline mode")
+        }
+        defer { PQexitPipelineMode(handle) }
+
+        enum Item {
+            case prepare(sql: String, name: String)
+            case execute
+        }
+        var items: [Item] = []
+        items.reserveCapacity(statements.count + 2)
+        var newlyPrepared: [String: String] = [:]
+        for statement in statements {
+            let name: String
+            if let known = self.prepared[statement.text] ?? newlyPrepared[statement.text] {
+                name = known
+            } else {
+                name = "s\(self.prepared.count + newlyPrepared.count + 1)"
+                guard PQsendPrepare(handle, name, statement.text, Int32(statement.binds.count), nil) == 1 else {
+                    throw self.connectionError(handle, "cannot send a statement")
+                }
+                newlyPrepared[statement.text] = name
+                items.append(.prepare(sql: statement.text, name: name))
+            }
+            let sent = withCStrings(statement.binds) { values in
+                PQsendQueryPrepared(handle, name, Int32(statement.binds.count), values, nil, nil, 0)
+            }
+            guard sent == 1 else { throw self.connectionError(handle, "cannot send a statement") }
+            items.append(.execute)
+        }
+        guard PQpipelineSync(handle) == 1 else {
+            throw self.connectionError(handle, "cannot send the pipeline")
+        }
+
+        var results: [PGResult] = []
+        results.reserveCapacity(statements.count)
+        var firstError: StorageError?
+        for item in items {
+            // Each command yields one result, then NULL.
+            guard let result = PQgetResult(handle) else {
+                throw self.connectionError(handle, "the server closed the pipeline early")
+            }
+            while let extra = PQgetResult(handle) { PQclear(extra) }
+            let status = PQresultStatus(result)
+            switch (item, status) {
+            case (.prepare(let sql, let name), PGRES_COMMAND_OK):
+                self.prepared[sql] = name
+                PQclear(result)
+            case (.execute, PGRES_TUPLES_OK), (.execute, PGRES_COMMAND_OK):
+                results.append(PGResult(result))
+            case (_, PGRES_PIPELINE_ABORTED):
+                PQclear(result)
+            default:
+                let error = self.resultError(handle, result)
+                PQclear(result)
+                if firstError == nil { firstError = error }
+            }
+        }
+        guard let sync = PQgetResult(handle) else {
+            throw self.connectionError(handle, "the server closed the pipeline early")
+        }
+        let syncStatus = PQresultStatus(sync)
+        PQclear(sync)
+        if let firstError { throw firstError }
+        guard syncStatus == PGRES_PIPELINE_SYNC else {
+            throw self.connectionError(handle, "the pipeline did not end in a sync")
+        }
+        return results
+    }
+
+    // MARK: - LISTEN support
+
+    /// The connection's socket, for waiting on notifications.
+    var socket: Int32 {
+        guard let handle = self.handle else { return -1 }
+        return PQsocket(handle)
+    }
+
+    /// Reads what arrived on the socket and returns the notifications received, without blocking.
+    func consumeNotifications() throws(StorageError) -> [(channel: String, payload: String)] {
+        let handle = try self.liveHandle()
+        guard PQconsumeInput(handle) == 1 else {
+            throw self.connectionError(handle, "lost the connection")
+        }
+        var notifications: [(channel: String, payload: String)] = []
+        while let notify = PQnotifies(handle) {
+            notifications.append(
+                (String(cString: notify.pointee.relname), String(cString: notify.pointee.extra))
+            )
+            PQfreemem(notify)
+        }
+        return notifications
+    }
+
+    // MARK: - Errors
+
+    private func liveHandle() throws(StorageError) -> OpaquePointer {
+        guard let handle = self.handle else {
+            throw StorageError(code: .connectionFailed, detail: "connection closed")
+        }
+        return handle
+    }
+
+    private func check(_ result: OpaquePointer?) throws(StorageError) -> PGResult {
+        let handle = try self.liveHandle()
         guard let result else {
-            throw StorageError(code: .connectionFailed, detail: String(cString: PQerrorMessage(handle)))
+            throw self.connectionError(handle, "no result")
         }
         switch PQresultStatus(result) {
         case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
             return PGResult(result)
         default:
-            let state = chat_PQresultSQLState(result).map { String(cString: $0) }
-            let message =
-                chat_PQresultPrimaryMessage(result).map { String(cString: $0) }
-                ?? String(cString: PQresultErrorMessage(result))
+            let error = self.resultError(handle, result)
             PQclear(result)
-            let code: StorageError.Code = PQstatus(handle) == CONNECTION_OK ? .queryFailed : .connectionFailed
-            throw StorageError(code: code, sqlState: state, detail: message)
+            throw error
         }
     }
+
+    private func resultError(_ handle: OpaquePointer, _ result: OpaquePointer) -> StorageError {
+        let state = chat_PQresultSQLState(result).map { String(cString: $0) }
+        let message =
+            chat_PQresultPrimaryMessage(result).map { String(cString: $0) }
+            ?? String(cString: PQresultErrorMessage(result))
+        let lost = PQstatus(handle) != CONNECTION_OK || state.map(connectionLostStates.contains) == true
+        return StorageError(code: lost ? .connectionFailed : .queryFailed, sqlState: state, detail: message)
+    }
+
+    private func connectionError(_ handle: OpaquePointer, _ context: String) -> StorageError {
+        StorageError(code: .connectionFailed, detail: "\(context): \(String(cString: PQerrorMessage(handle)))")
+    }
 }
+
+/// SQLSTATEs that mean the session is gone: administrator shutdown, crash shutdown, cannot connect now, and the
+/// connection failures of class 08 (but not 08P01, a protocol violation on a live connection).
+private let connectionLostStates: Set<String> = ["57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"]
 
 /// Passes an array of optional strings to C as `const char *const *`, valid for the duration of `body`.
 private func withCStrings<R>(_ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
@@ -142,6 +312,32 @@ public final class PGResult {
         case "f": return false
         default: throw StorageError(code: .unexpectedResult, detail: "column \(column) is not a boolean")
         }
+    }
+
+    /// The value of a NOT NULL text column.
+    public func requiredString(row: Int, column: String) throws(StorageError) -> String {
+        guard let value = try self.string(row: row, column: self.column(named: column)) else {
+            throw StorageError(code: .unexpectedResult, detail: "column \(column) is NULL")
+        }
+        return value
+    }
+
+    /// The value of a NOT NULL integer column.
+    public func requiredInt64(row: Int, column: String) throws(StorageError) -> Int64 {
+        guard let value = try self.int64(row: row, column: self.column(named: column)) else {
+            throw StorageError(code: .unexpectedResult, detail: "column \(column) is NULL")
+        }
+        return value
+    }
+
+    /// The value of a nullable integer column.
+    public func optionalInt64(row: Int, column: String) throws(StorageError) -> Int64? {
+        try self.int64(row: row, column: self.column(named: column))
+    }
+
+    /// The value of a nullable text column.
+    public func optionalString(row: Int, column: String) throws(StorageError) -> String? {
+        try self.string(row: row, column: self.column(named: column))
     }
 
     private func check(row: Int, column: Int) throws(StorageError) {

@@ -7,6 +7,10 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
             case connectionFailed
             case queryFailed
             case unexpectedResult
+            case migrationFailed
+            case notFound
+            case conflict
+            case permissionDenied
         }
 
         private let base: Base
@@ -17,12 +21,24 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
         public static let queryFailed = Code(base: .queryFailed)
         /// The result did not have the expected shape (a column missing, a value of the wrong type).
         public static let unexpectedResult = Code(base: .unexpectedResult)
+        /// A migration failed and was rolled back, or an applied migration was edited.
+        public static let migrationFailed = Code(base: .migrationFailed)
+        /// The row does not exist or is outside the caller's tenant or learner scope (the two look the same).
+        public static let notFound = Code(base: .notFound)
+        /// The write conflicts with an existing row (an idempotency key reused with a different request).
+        public static let conflict = Code(base: .conflict)
+        /// A row-level security policy refused the write (SQLSTATE 42501).
+        public static let permissionDenied = Code(base: .permissionDenied)
 
         public var description: String {
             switch self.base {
             case .connectionFailed: "connection failed"
             case .queryFailed: "query failed"
             case .unexpectedResult: "unexpected result"
+            case .migrationFailed: "migration failed"
+            case .notFound: "not found"
+            case .conflict: "conflict"
+            case .permissionDenied: "permission denied"
             }
         }
     }
@@ -39,6 +55,12 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
         self.code = code
         self.sqlState = sqlState
         self.detail = detail
+    }
+
+    /// True when the same call may succeed if tried again: the connection was lost (the server restarted), or the
+    /// server aborted the transaction for a serialization failure or a deadlock.
+    public var isRetryable: Bool {
+        self.code == .connectionFailed || self.sqlState == "40001" || self.sqlState == "40P01"
     }
 
     public var description: String {

@@ -10,7 +10,7 @@ struct Chatd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatd",
         abstract: "The chat service for education platforms.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Migrate.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -22,6 +22,9 @@ struct CommonOptions: ParsableArguments {
         help: "libpq connection string or URI (env CHATD_DATABASE_URL)."
     )
     var databaseURL: String?
+
+    @Option(name: .customLong("pool-size"), help: "Database connections of the application role.")
+    var poolSize: Int = 8
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
@@ -57,7 +60,10 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let logger = try self.options.bootstrapLogging()
         let databaseURL = try self.options.resolvedDatabaseURL()
-        let probe = DatabaseProbe(conninfo: databaseURL, logger: logger)
+        guard self.options.poolSize > 0 else { throw ValidationError("--pool-size must be at least 1") }
+        let pool = PGPool(conninfo: databaseURL, size: self.options.poolSize, logger: logger)
+        defer { pool.shutdown() }
+        let probe = DatabaseProbe(pool: pool, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: probe)],

@@ -2,20 +2,31 @@ import ChatStore
 import Logging
 import ServiceLifecycle
 
-/// Checks at start-up that the database answers, then holds until graceful shutdown.
+/// Checks at start-up that the database answers as the application role and that the schema is migrated, then
+/// holds until graceful shutdown.
 struct DatabaseProbe: Service {
-    let conninfo: String
+    let pool: PGPool
     let logger: Logger
 
     func run() async throws {
-        let conninfo = self.conninfo
-        let version = try await runBlocking { () throws(StorageError) -> Int in
-            let connection = try PGConnection(conninfo: conninfo)
-            defer { connection.close() }
-            return connection.serverVersion
+        let (version, isApplicationRole) = try await self.pool.withConnection { connection in
+            let result = try connection.query(
+                """
+                SELECT current_setting('server_version_num')::int8 AS version,
+                       NOT rolsuper AND NOT rolbypassrls AS restricted,
+                       to_regclass('chat.threads') IS NOT NULL AS migrated
+                FROM pg_roles WHERE rolname = current_user
+                """
+            )
+            guard try result.bool(row: 0, column: 2) == true else {
+                throw StorageError(code: .unexpectedResult, detail: "the schema is missing: run chatd migrate")
+            }
+            return (try result.int64(row: 0, column: 0) ?? 0, try result.bool(row: 0, column: 1) ?? false)
         }
-        self.logger.info("database reachable", metadata: ["pg.server_version": "\(version)"])
-        self.logger.info("chatd ready; serving RPCs comes with the RPC runtime")
+        if !isApplicationRole {
+            self.logger.warning("connected as a superuser or BYPASSRLS role: row-level security does not apply")
+        }
+        self.logger.info("database ready", metadata: ["pg.server_version": "\(version)"])
         try? await gracefulShutdown()
         self.logger.info("chatd stopped")
     }

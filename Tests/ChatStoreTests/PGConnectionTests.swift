@@ -1,22 +1,5 @@
 import ChatStore
-import Foundation
 import Testing
-
-/// The database that scripts/test started; tests fail (not skip) without it, since CI must exercise it.
-enum TestDatabase {
-    static var conninfo: String {
-        get throws {
-            guard let url = ProcessInfo.processInfo.environment["CHAT_TEST_DATABASE_URL"] else {
-                throw TestDatabaseMissing()
-            }
-            return url
-        }
-    }
-
-    struct TestDatabaseMissing: Error, CustomStringConvertible {
-        var description: String { "CHAT_TEST_DATABASE_URL is not set: run the tests through scripts/test" }
-    }
-}
 
 @Suite("libpq through the C module, against a real PostgreSQL")
 struct PGConnectionTests {

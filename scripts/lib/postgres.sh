@@ -48,3 +48,22 @@ pg_cluster_stop() {
 pg_conninfo() {
     echo "host=$1 port=5432 dbname=$2 user=$3"
 }
+
+# pg_bootstrap DIR DATABASE: as the bootstrap superuser, creates the owner role `chat_owner` (LOGIN, CREATEROLE,
+# NOBYPASSRLS: it runs the migrations, which create the application role `chat_app`) and the database it owns.
+# Idempotent.
+pg_bootstrap() {
+    local dir=$1 db=$2 bin
+    bin=$(pg_bindir) || return 1
+    "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$(pg_conninfo "$dir" postgres postgres)" <<SQL
+DO \$\$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chat_owner') THEN
+        CREATE ROLE chat_owner LOGIN CREATEROLE NOBYPASSRLS;
+    END IF;
+END
+\$\$;
+SELECT format('CREATE DATABASE %I OWNER chat_owner', '$db')
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \gexec
+SQL
+}

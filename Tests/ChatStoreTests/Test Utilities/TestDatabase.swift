@@ -1,0 +1,106 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import ChatStore
+
+/// The PostgreSQL cluster that scripts/test started. Tests fail (they do not skip) without it, since CI must run them.
+enum TestDatabase {
+    struct Missing: Error, CustomStringConvertible {
+        var description: String { "CHAT_TEST_DATABASE_URL is not set: run the tests through scripts/test" }
+    }
+
+    /// The bootstrap superuser on the `postgres` database.
+    static var conninfo: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["CHAT_TEST_DATABASE_URL"] else { throw Missing() }
+            return url
+        }
+    }
+
+    /// The cluster's socket directory.
+    static var socketDirectory: String {
+        get throws {
+            guard let dir = ProcessInfo.processInfo.environment["CHAT_TEST_PG_SOCKET_DIR"] else { throw Missing() }
+            return dir
+        }
+    }
+
+    /// A connection string for `user` on `database` of the test cluster.
+    static func conninfo(database: String, user: String) throws -> String {
+        "host=\(try Self.socketDirectory) port=5432 dbname=\(database) user=\(user)"
+    }
+
+    /// A new database owned by `chat_owner`, migrated, with connection strings for the owner, the application role
+    /// and the superuser.
+    static func makeMigrated() throws -> MigratedDatabase {
+        let name = "chat_t_\(UInt32.random(in: 0...UInt32.max))_\(UInt32.random(in: 0...UInt32.max))"
+        let admin = try PGConnection(conninfo: try Self.conninfo)
+        try admin.query("CREATE DATABASE \(name) OWNER chat_owner")
+        admin.close()
+        let owner = try PGConnection(conninfo: try Self.conninfo(database: name, user: "chat_owner"))
+        defer { owner.close() }
+        _ = try Migrator().migrate(owner, logger: Logger(label: "test"))
+        return MigratedDatabase(
+            name: name,
+            owner: try Self.conninfo(database: name, user: "chat_owner"),
+            app: try Self.conninfo(database: name, user: "chat_app"),
+            superuser: try Self.conninfo(database: name, user: "postgres")
+        )
+    }
+
+    /// The repository's root folder.
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// Runs a command of the repository's scripts and returns its exit status. Uses posix_spawn and waitpid:
+    /// Foundation's `Process.waitUntilExit` can hang when called from an async test.
+    @discardableResult
+    static func runScript(_ arguments: [String]) throws -> Int32 {
+        let path = Self.repositoryRoot.appendingPathComponent(arguments[0]).path
+        var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments.dropFirst()).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, nil, nil, &argv, environ)
+        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw POSIXError(.ECHILD) }
+        }
+        // WIFEXITED / WEXITSTATUS
+        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1
+    }
+}
+
+/// A migrated database of the test cluster.
+struct MigratedDatabase: Sendable {
+    let name: String
+    /// `chat_owner`, which ran the migrations.
+    let owner: String
+    /// `chat_app`: not owner, not superuser, no BYPASSRLS.
+    let app: String
+    /// The bootstrap superuser, which bypasses row-level security (for seeding and checking).
+    let superuser: String
+
+    func makePool(size: Int = 4) -> PGPool {
+        PGPool(conninfo: self.app, size: size, logger: Logger(label: "test"))
+    }
+}
+
+/// Fixed identities for the tests.
+enum Fixture {
+    static let tenantA = "a0000000-0000-4000-8000-000000000001"
+    static let tenantB = "b0000000-0000-4000-8000-000000000002"
+    static let learnerA1 = "a1000000-0000-4000-8000-000000000011"
+    static let learnerA2 = "a2000000-0000-4000-8000-000000000012"
+    static let learnerB1 = "b1000000-0000-4000-8000-000000000021"
+
+    static func admin(_ tenant: String) -> TenantContext {
+        TenantContext(tenantID: tenant, userID: "admin-\(tenant.prefix(1))", role: .tenantAdmin)
+    }
+
+    static func guardian(_ tenant: String, of learners: [String]) -> TenantContext {
+        TenantContext(tenantID: tenant, userID: "guardian-1", role: .guardian, learnerScope: learners)
+    }
+}
