@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.2.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: C libraries
@@ -51,6 +52,16 @@ let package = Package(
         .target(
             name: "ChatProto",
             dependencies: ["CProtobufC", "ChatProtoC"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Wire protocol
+        .target(
+            name: "ChatWire",
+            dependencies: [
+                "ChatProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
 
@@ -84,6 +95,16 @@ let package = Package(
             name: "ChatProtoTests",
             dependencies: ["ChatProto"],
             exclude: ["Resources"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChatWireTests",
+            dependencies: [
+                "ChatWire",
+                "ChatProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
