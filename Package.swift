@@ -65,6 +65,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: TLS
+        .target(
+            name: "ChatTLS",
+            dependencies: [
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Storage
         .target(
             name: "ChatStore",
@@ -104,6 +114,15 @@ let package = Package(
                 "ChatProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChatTLSTests",
+            dependencies: [
+                "ChatTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

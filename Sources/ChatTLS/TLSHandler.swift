@@ -1,0 +1,223 @@
+public import NIOCore
+
+/// Events the TLS handler sends up the pipeline.
+public enum TLSEvent: Sendable, Hashable {
+    /// The handshake completed with `chat/1`; `peerIdentity` is the common name of the peer's verified certificate:
+    /// on a server, the client's (mTLS), when it presented one; on a client, the server's.
+    case handshakeCompleted(applicationProtocol: String, peerIdentity: String?)
+}
+
+/// TLS as a channel handler: ciphertext below, plaintext above, OpenSSL over memory BIOs in between.
+///
+/// Writes wait until the handshake is done. A handshake that fails, or does not finish within the configured time,
+/// or does not agree on `chat/1`, closes the connection with a `TLSError`. A clean close sends close_notify; an end
+/// of stream without the peer's close_notify is reported as `TLSError.uncleanShutdown`.
+public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case idle
+        case handshaking
+        case active
+        case closing
+        case closed
+    }
+
+    private let tlsContext: TLSContext
+    private let serverName: String?
+    private var connection: TLSConnection?
+    private var state: State = .idle
+    private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    private var timeout: Scheduled<Void>?
+    private var receivedCloseNotify = false
+    private var plaintext = ByteBuffer()
+
+    /// Creates a handler.
+    ///
+    /// - Parameters:
+    ///   - context: the shared TLS context (server or client).
+    ///   - serverName: a client's expected server name or IP address, verified against the certificate.
+    public init(context: TLSContext, serverName: String? = nil) {
+        self.tlsContext = context
+        self.serverName = serverName
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.start(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard case .idle = self.state else { return }
+        do {
+            self.connection = try TLSConnection(context: self.tlsContext, serverName: self.serverName)
+        } catch {
+            self.fail(context: context, error)
+            return
+        }
+        self.state = .handshaking
+        let seconds = self.tlsContext.configuration.handshakeTimeoutSeconds
+        self.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) {
+            if case .handshaking = self.state {
+                self.fail(context: context, TLSError(.handshakeTimeout, "no handshake within \(seconds) s"))
+            }
+        }
+        if self.tlsContext.configuration.role == .client {
+            self.advanceHandshake(context: context)
+        }
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let connection = self.connection else { return }
+        connection.feed(self.unwrapInboundIn(data))
+        switch self.state {
+        case .handshaking:
+            self.advanceHandshake(context: context)
+        case .active, .closing:
+            self.readPlaintext(context: context)
+        case .idle, .closed:
+            break
+        }
+    }
+
+    private func advanceHandshake(context: ChannelHandlerContext) {
+        guard let connection = self.connection else { return }
+        switch connection.handshake() {
+        case .incomplete:
+            self.flushOutput(context: context)
+        case .failed(let error):
+            self.flushOutput(context: context)  // the alert
+            self.fail(context: context, error)
+        case .complete:
+            self.timeout?.cancel()
+            self.timeout = nil
+            guard let application = connection.negotiatedProtocol, application == "chat/1" else {
+                self.fail(context: context, TLSError(.noApplicationProtocol, "the peer did not agree on chat/1"))
+                return
+            }
+            self.state = .active
+            self.flushOutput(context: context)
+            context.fireUserInboundEventTriggered(
+                TLSEvent.handshakeCompleted(applicationProtocol: application, peerIdentity: connection.peerCommonName)
+            )
+            let writes = self.pendingWrites
+            self.pendingWrites = []
+            for (buffer, promise) in writes {
+                self.encrypt(context: context, buffer, promise: promise)
+            }
+            if !writes.isEmpty { context.flush() }
+            // Application data may have come with the last handshake message.
+            self.readPlaintext(context: context)
+        }
+    }
+
+    private func readPlaintext(context: ChannelHandlerContext) {
+        guard let connection = self.connection else { return }
+        self.plaintext.clear()
+        let result = connection.read(into: &self.plaintext)
+        if self.plaintext.readableBytes > 0 {
+            context.fireChannelRead(self.wrapInboundOut(self.plaintext))
+            self.plaintext = ByteBuffer()
+            context.fireChannelReadComplete()
+        }
+        switch result {
+        case .wantRead:
+            self.flushOutput(context: context)  // session tickets, key updates
+        case .closed:
+            self.receivedCloseNotify = true
+            if case .active = self.state {
+                connection.shutdown()
+                self.flushOutput(context: context)
+                self.state = .closing
+                context.close(promise: nil)
+            }
+        case .failed(let error):
+            self.fail(context: context, error)
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let buffer = self.unwrapOutboundIn(data)
+        switch self.state {
+        case .idle, .handshaking:
+            self.pendingWrites.append((buffer, promise))
+        case .active:
+            self.encrypt(context: context, buffer, promise: promise)
+        case .closing, .closed:
+            promise?.fail(ChannelError.ioOnClosedChannel)
+        }
+    }
+
+    private func encrypt(context: ChannelHandlerContext, _ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        guard let connection = self.connection else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        if let error = connection.write(buffer) {
+            promise?.fail(error)
+            self.fail(context: context, error)
+            return
+        }
+        if let output = connection.takeOutput(allocator: context.channel.allocator) {
+            context.write(self.wrapOutboundOut(output), promise: promise)
+        } else {
+            promise?.succeed()
+        }
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        if case .active = self.state { context.flush() }
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        switch self.state {
+        case .active:
+            self.state = .closing
+            self.connection?.shutdown()
+            if let output = self.connection?.takeOutput(allocator: context.channel.allocator) {
+                context.writeAndFlush(self.wrapOutboundOut(output), promise: nil)
+            }
+            context.close(mode: mode, promise: promise)
+        default:
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        let wasActive: Bool
+        if case .active = self.state { wasActive = true } else { wasActive = false }
+        self.state = .closed
+        self.timeout?.cancel()
+        let writes = self.pendingWrites
+        self.pendingWrites = []
+        for (_, promise) in writes { promise?.fail(ChannelError.ioOnClosedChannel) }
+        if wasActive && !self.receivedCloseNotify {
+            context.fireErrorCaught(TLSError(.uncleanShutdown, "the connection ended without close_notify"))
+        }
+        context.fireChannelInactive()
+    }
+
+    private func flushOutput(context: ChannelHandlerContext) {
+        guard let output = self.connection?.takeOutput(allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(self.wrapOutboundOut(output), promise: nil)
+    }
+
+    private func fail(context: ChannelHandlerContext, _ error: TLSError) {
+        switch self.state {
+        case .closed, .closing:
+            return
+        default:
+            self.state = .closing
+            self.timeout?.cancel()
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+        }
+    }
+}
