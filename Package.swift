@@ -75,6 +75,44 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: RPC runtime
+        .target(
+            name: "ChatRPC",
+            dependencies: [
+                "ChatProto",
+                "ChatWire",
+                "ChatTLS",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Services
+        .target(
+            name: "ChatServices",
+            dependencies: ["ChatProto", "ChatRPC"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Client
+        .target(
+            name: "ChatClient",
+            dependencies: [
+                "ChatProto",
+                "ChatRPC",
+                "ChatTLS",
+                "ChatWire",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Storage
         .target(
             name: "ChatStore",
@@ -121,6 +159,21 @@ let package = Package(
             name: "ChatTLSTests",
             dependencies: [
                 "ChatTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChatRPCTests",
+            dependencies: [
+                "ChatClient",
+                "ChatProto",
+                "ChatRPC",
+                "ChatServices",
+                "ChatTLS",
+                "ChatWire",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

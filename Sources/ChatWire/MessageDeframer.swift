@@ -20,6 +20,9 @@ public struct MessageDeframer: Sendable {
     /// True when no partial envelope is buffered.
     public var isEmpty: Bool { self.buffer.readableBytes == 0 }
 
+    /// Bytes buffered towards the next message.
+    public var bufferedBytes: Int { self.buffer.readableBytes }
+
     /// Appends a DATA payload.
     public mutating func append(_ bytes: ByteBuffer) {
         if self.buffer.readableBytes == 0 {

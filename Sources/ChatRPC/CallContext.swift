@@ -1,0 +1,48 @@
+public import ChatProto
+public import Logging
+
+/// What a handler knows about its call.
+public struct CallContext: Sendable {
+    /// `/chat.v1.Service/Method`.
+    public let method: String
+    /// Unique per server process: for logs and for the message of INTERNAL errors.
+    public let callID: UInt64
+    /// The call header as the client sent it (authorization, idempotency key, metadata, trace).
+    public let header: CallHeader
+    /// The common name of the client's verified certificate (mTLS), when it presented one.
+    public let peerIdentity: String?
+    /// When the call must be done; nil for none.
+    public let deadline: ContinuousClock.Instant?
+    /// The call's logger, with `call.id` and `rpc.method` set.
+    public var logger: Logger
+    /// Values interceptors attach for handlers (the authenticated principal, for one).
+    public var attributes: [String: any Sendable]
+
+    /// Creates a context.
+    public init(
+        method: String,
+        callID: UInt64,
+        header: CallHeader,
+        peerIdentity: String?,
+        deadline: ContinuousClock.Instant?,
+        logger: Logger,
+        attributes: [String: any Sendable] = [:]
+    ) {
+        self.method = method
+        self.callID = callID
+        self.header = header
+        self.peerIdentity = peerIdentity
+        self.deadline = deadline
+        self.logger = logger
+        self.attributes = attributes
+    }
+}
+
+/// Wraps every call: authentication, authorization, logging and metrics plug in here.
+public protocol ServerInterceptor: Sendable {
+    /// Runs before the handler; calls `next` to go on, possibly with a changed context, or throws to refuse.
+    func intercept(
+        _ context: CallContext,
+        next: @Sendable (CallContext) async throws -> Void
+    ) async throws
+}

@@ -1,0 +1,150 @@
+public import ChatTLS
+public import ChatWire
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import ServiceLifecycle
+internal import Synchronization
+
+/// The RPC server: accepts TLS connections, speaks chat/1 on each, and dispatches calls to the router's handlers.
+/// A `Service`: it runs until graceful shutdown, then drains (GOAWAY, in-flight calls finish, server streams end with
+/// UNAVAILABLE) and returns when every connection has closed.
+public final class ChatServer: Service, Sendable {
+    /// Where and how to listen.
+    public struct Configuration: Sendable {
+        /// The address to bind, e.g. `127.0.0.1`.
+        public var host: String
+        /// The port; 0 picks a free one.
+        public var port: Int
+        /// The TLS context (server role).
+        public var tls: TLSContext
+        /// Settings and limits of each connection.
+        public var connection: ServerConnectionStateMachine.Configuration
+        /// How long in-flight calls may run after a drain starts.
+        public var drainGrace: TimeAmount
+
+        /// Creates a configuration with chatd's defaults.
+        public init(host: String, port: Int, tls: TLSContext) {
+            self.host = host
+            self.port = port
+            self.tls = tls
+            self.connection = .init()
+            self.drainGrace = .seconds(30)
+        }
+    }
+
+    private let configuration: Configuration
+    private let router: Router
+    private let interceptors: [any ServerInterceptor]
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let callIDs = CallIDGenerator()
+    private let state = Mutex<State>(State())
+
+    private struct State {
+        var channel: (any Channel)?
+        var connections: [ObjectIdentifier: (any Channel, NIOLoopBound<ServerConnectionHandler>)] = [:]
+        var draining = false
+    }
+
+    /// Creates a server; `start()` or `run()` binds it.
+    public init(
+        configuration: Configuration,
+        router: Router,
+        interceptors: [any ServerInterceptor] = [],
+        group: MultiThreadedEventLoopGroup,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.router = router
+        self.interceptors = interceptors
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Binds and starts accepting connections.
+    ///
+    /// - Returns: the bound port.
+    @discardableResult
+    public func start() async throws -> Int {
+        let configuration = self.configuration
+        let router = self.router
+        let interceptors = self.interceptors
+        let logger = self.logger
+        let callIDs = self.callIDs
+        let channel = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [weak self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = ServerConnectionHandler(
+                        configuration: configuration.connection,
+                        router: router,
+                        interceptors: interceptors,
+                        logger: logger,
+                        callIDs: callIDs,
+                        drainGrace: configuration.drainGrace
+                    )
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(TLSHandler(context: configuration.tls))
+                    try sync.addHandler(
+                        ByteToMessageHandler(
+                            FrameDecoder(
+                                maxFrameSize: configuration.connection.local.maxFrameSize,
+                                expectsPreface: true
+                            )
+                        )
+                    )
+                    try sync.addHandler(handler)
+                    self?.register(channel, NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        self.state.withLock { $0.channel = channel }
+        let port = channel.localAddress?.port ?? configuration.port
+        self.logger.info("listening", metadata: ["server.host": "\(configuration.host)", "server.port": "\(port)"])
+        return port
+    }
+
+    private func register(_ channel: any Channel, _ handler: NIOLoopBound<ServerConnectionHandler>) {
+        let id = ObjectIdentifier(channel)
+        let draining = self.state.withLock { state in
+            state.connections[id] = (channel, handler)
+            return state.draining
+        }
+        if draining {
+            channel.eventLoop.execute { handler.value.drain() }
+        }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            _ = self?.state.withLock { $0.connections.removeValue(forKey: id) }
+        }
+    }
+
+    /// The number of open connections.
+    public var connectionCount: Int { self.state.withLock { $0.connections.count } }
+
+    /// Stops accepting, drains every connection, and returns when all have closed.
+    public func drain() async {
+        let (listener, connections) = self.state.withLock { state in
+            state.draining = true
+            return (state.channel, Array(state.connections.values))
+        }
+        try? await listener?.close()
+        for (channel, handler) in connections {
+            channel.eventLoop.execute { handler.value.drain() }
+        }
+        for (channel, _) in connections {
+            try? await channel.closeFuture.get()
+        }
+        self.logger.info("drained")
+    }
+
+    /// Runs until graceful shutdown, then drains.
+    public func run() async throws {
+        try await self.start()
+        try? await gracefulShutdown()
+        await self.drain()
+    }
+}

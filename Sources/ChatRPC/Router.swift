@@ -1,0 +1,69 @@
+public import ChatProto
+internal import ChatWire
+internal import NIOCore
+
+/// Sends the responses of a server-streaming call. `write` suspends while the client is not reading (its window
+/// is closed and the stream's buffer is full): backpressure reaches the handler.
+public struct ResponseWriter<Response: ProtoMessage>: Sendable {
+    let sink: any ResponseSink
+
+    /// Sends one response.
+    ///
+    /// - Throws: `CancellationError` when the call was cancelled or the connection closed.
+    public func write(_ response: Response) async throws {
+        var buffer = ByteBuffer()
+        try buffer.writeEnvelope(response)
+        try await self.sink.send(buffer)
+    }
+}
+
+/// Where a call's encoded response envelopes go.
+protocol ResponseSink: Sendable {
+    func send(_ envelopes: ByteBuffer) async throws
+}
+
+/// A method's handler, untyped: decodes the request, runs the typed handler, encodes the responses.
+struct MethodHandler: Sendable {
+    let info: ChatMethodInfo
+    let run: @Sendable (ByteBuffer, CallContext, any ResponseSink) async throws -> Void
+}
+
+/// The methods a server serves, by path.
+public struct Router: Sendable {
+    var handlers: [String: MethodHandler] = [:]
+
+    /// Creates an empty router.
+    public init() {}
+
+    /// Every registered method, in path order.
+    public var methods: [ChatMethodInfo] {
+        self.handlers.values.map(\.info).sorted { $0.path < $1.path }
+    }
+
+    /// Registers a unary method.
+    public mutating func register<Request, Response>(
+        _ method: ChatMethod<Request, Response>,
+        _ handler: @escaping @Sendable (Request, CallContext) async throws -> Response
+    ) {
+        precondition(method.kind == .unary, "\(method.path) is not unary")
+        self.handlers[method.path] = MethodHandler(info: method.info) { bytes, context, sink in
+            let request = try bytes.withUnsafeReadableBytes { try Request(serializedBytes: $0) }
+            let response = try await handler(request, context)
+            var buffer = ByteBuffer()
+            try buffer.writeEnvelope(response)
+            try await sink.send(buffer)
+        }
+    }
+
+    /// Registers a server-streaming method.
+    public mutating func register<Request, Response>(
+        _ method: ChatMethod<Request, Response>,
+        _ handler: @escaping @Sendable (Request, CallContext, ResponseWriter<Response>) async throws -> Void
+    ) {
+        precondition(method.kind == .serverStreaming, "\(method.path) is not server-streaming")
+        self.handlers[method.path] = MethodHandler(info: method.info) { bytes, context, sink in
+            let request = try bytes.withUnsafeReadableBytes { try Request(serializedBytes: $0) }
+            try await handler(request, context, ResponseWriter(sink: sink))
+        }
+    }
+}
