@@ -15,6 +15,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "chatd", targets: ["chatd"]),
+        .executable(name: "chatctl", targets: ["chatctl"]),
         .library(name: "ChatProto", targets: ["ChatProto"]),
     ],
     dependencies: [
@@ -130,10 +131,29 @@ let package = Package(
             dependencies: [
                 "ChatStore",
                 "ChatProto",
+                "ChatRPC",
+                "ChatServices",
+                "ChatTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "chatctl",
+            dependencies: [
+                "ChatClient",
+                "ChatProto",
+                "ChatRPC",
+                "ChatTLS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -66,6 +66,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var connectionUnreturned = 0
     private var goAwayLastStream: StreamID?
     private var closed = false
+    private var lastError: (any Error)?
     private let ready: EventLoopPromise<Void>
 
     /// True once the connection will take no new calls.
@@ -164,13 +165,19 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.lastError = error
         self.fail(error)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.closed = true
         self.isGoingAway = true
-        self.ready.fail(RPCError(.unavailable, "the connection closed before it was ready"))
+        self.ready.fail(
+            RPCError(
+                .unavailable,
+                "the connection closed before it was ready: \(self.lastError.map { "\($0)" } ?? "closed")"
+            )
+        )
         let streams = self.streams
         self.streams = [:]
         for stream in streams.values {

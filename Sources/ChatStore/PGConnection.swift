@@ -32,6 +32,8 @@ public final class PGConnection {
             PQfinish(handle)
             throw StorageError(code: .connectionFailed, detail: message)
         }
+        // Notices (e.g. "already exists, skipping") are not errors; libpq would print them to stderr.
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
         self.handle = handle
         self.prepared = [:]
     }

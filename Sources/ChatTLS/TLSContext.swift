@@ -88,16 +88,26 @@ public struct TLSConfiguration: Sendable, Hashable {
     public var handshakeTimeoutSeconds: Int64
     /// What a client offers in ALPN; the server accepts only `chat/1` whatever this says.
     public var applicationProtocols: [String] = ["chat/1"]
+    /// Server with a client CA: refuse clients without a certificate. Without it, a certificate is optional (an
+    /// identity for internal callers), but one that is presented must verify.
+    public var requireClientCertificate = false
 
     /// A server configuration.
-    public static func server(certificate: String, privateKey: String, clientCA: String? = nil) -> TLSConfiguration {
-        TLSConfiguration(
+    public static func server(
+        certificate: String,
+        privateKey: String,
+        clientCA: String? = nil,
+        requireClientCertificate: Bool = false
+    ) -> TLSConfiguration {
+        var configuration = TLSConfiguration(
             role: .server,
             certificatePath: certificate,
             privateKeyPath: privateKey,
             trustRootsPath: clientCA,
             handshakeTimeoutSeconds: 10
         )
+        configuration.requireClientCertificate = requireClientCertificate
+        return configuration
     }
 
     /// A client configuration.
@@ -167,7 +177,10 @@ public final class TLSContext: @unchecked Sendable {
                     throw TLSError(.configuration, "client CA \(clientCA): \(TLSError.drainErrorQueue())")
                 }
                 SSL_CTX_set_client_CA_list(context, names)
-                SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+                let mode =
+                    configuration.requireClientCertificate
+                    ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
+                SSL_CTX_set_verify(context, mode, nil)
             }
             SSL_CTX_set_alpn_select_cb(
                 context,

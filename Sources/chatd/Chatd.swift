@@ -50,27 +50,3 @@ struct CommonOptions: ParsableArguments {
         return Logger(label: "chatd")
     }
 }
-
-/// Serves until SIGINT or SIGTERM.
-struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the server (the default).")
-
-    @OptionGroup var options: CommonOptions
-
-    func run() async throws {
-        let logger = try self.options.bootstrapLogging()
-        let databaseURL = try self.options.resolvedDatabaseURL()
-        guard self.options.poolSize > 0 else { throw ValidationError("--pool-size must be at least 1") }
-        let pool = PGPool(conninfo: databaseURL, size: self.options.poolSize, logger: logger)
-        defer { pool.shutdown() }
-        let probe = DatabaseProbe(pool: pool, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: probe)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        try await group.run()
-    }
-}

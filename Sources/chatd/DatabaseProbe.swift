@@ -2,8 +2,8 @@ import ChatStore
 import Logging
 import ServiceLifecycle
 
-/// Checks at start-up that the database answers as the application role and that the schema is migrated, then
-/// holds until graceful shutdown.
+/// Checks at start-up that the database answers as the application role and that the schema is migrated (chatd
+/// stops if not), then holds until graceful shutdown.
 struct DatabaseProbe: Service {
     let pool: PGPool
     let logger: Logger
@@ -28,6 +28,5 @@ struct DatabaseProbe: Service {
         }
         self.logger.info("database ready", metadata: ["pg.server_version": "\(version)"])
         try? await gracefulShutdown()
-        self.logger.info("chatd stopped")
     }
 }

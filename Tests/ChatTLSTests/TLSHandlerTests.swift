@@ -22,12 +22,13 @@ enum TestCertificates {
 
     static func path(_ name: String) throws -> String { "\(try Self.directory)/\(name)" }
 
-    static func server(clientCA: Bool = false) throws -> TLSContext {
+    static func server(clientCA: Bool = false, require: Bool = false) throws -> TLSContext {
         try TLSContext(
             configuration: .server(
                 certificate: try Self.path("server.pem"),
                 privateKey: try Self.path("server.key"),
-                clientCA: clientCA ? try Self.path("ca.pem") : nil
+                clientCA: clientCA ? try Self.path("ca.pem") : nil,
+                requireClientCertificate: require
             )
         )
     }
@@ -207,11 +208,15 @@ struct TLSHandlerTests {
         try await group.shutdownGracefully()
     }
 
-    @Test("mTLS: a client without a certificate, or with one from another CA, is refused")
+    @Test("mTLS: a certificate from another CA is refused; so is none, when a certificate is required")
     func mutualTLSRefused() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = try await EchoServer(context: try TestCertificates.server(clientCA: true), group: group)
-        for certificate in [nil, "rogue-client"] {
+        let optional = try await EchoServer(context: try TestCertificates.server(clientCA: true), group: group)
+        let required = try await EchoServer(
+            context: try TestCertificates.server(clientCA: true, require: true),
+            group: group
+        )
+        for (server, certificate) in [(optional, "rogue-client"), (required, nil), (required, "rogue-client")] {
             let (channel, recorder) = try await connectClient(
                 port: server.port,
                 context: try TestCertificates.client(certificate: certificate),
@@ -222,6 +227,26 @@ struct TLSHandlerTests {
             await #expect(throws: (any Error).self) { try await recorder.received!.futureResult.get() }
             _ = try await recorder.closed.futureResult.get()
         }
+        try await optional.stop()
+        try await required.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("mTLS: with an optional client certificate, a client without one connects with no identity")
+    func mutualTLSOptional() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await EchoServer(context: try TestCertificates.server(clientCA: true), group: group)
+        let (channel, recorder) = try await connectClient(
+            port: server.port,
+            context: try TestCertificates.client(),
+            group: group,
+            expectedBytes: 1
+        )
+        try await channel.writeAndFlush(ByteBuffer(bytes: [1]))
+        _ = try await recorder.received!.futureResult.get()
+        let serverEvent = try await server.accepted[0].handshake.futureResult.get()
+        #expect(serverEvent == .handshakeCompleted(applicationProtocol: "chat/1", peerIdentity: nil))
+        try await channel.close()
         try await server.stop()
         try await group.shutdownGracefully()
     }

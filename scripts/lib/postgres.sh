@@ -31,6 +31,9 @@ pg_cluster_start() {
         pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 \
             >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
     fi
+    if pg_as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        return 0  # already running (another scripts/dev, say): reuse it
+    fi
     pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=${CHAT_PG_FSYNC:-on} -c max_connections=200" \
         start >/dev/null || { cat "$dir/server.log" >&2; return 1; }

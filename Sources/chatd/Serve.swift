@@ -1,0 +1,87 @@
+import ArgumentParser
+import ChatProto
+import ChatRPC
+import ChatServices
+import ChatStore
+import ChatTLS
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import UnixSignals
+
+/// Serves RPCs until SIGINT or SIGTERM, then drains.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the server (the default).")
+
+    @OptionGroup var options: CommonOptions
+
+    @Option(name: .customLong("listen"), help: "Address to listen on, host:port.")
+    var listen: String = "127.0.0.1:7443"
+
+    @Option(name: .customLong("tls-certificate"), help: "PEM certificate chain of the server.")
+    var certificate: String
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key of the certificate.")
+    var key: String
+
+    @Option(name: .customLong("tls-client-ca"), help: "PEM CA that signs client certificates (enables mTLS).")
+    var clientCA: String?
+
+    @Flag(name: .customLong("tls-require-client-certificate"), help: "Refuse clients without a certificate.")
+    var requireClientCertificate = false
+
+    @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
+    var threads: Int = System.coreCount
+
+    func run() async throws {
+        let logger = try self.options.bootstrapLogging()
+        let databaseURL = try self.options.resolvedDatabaseURL()
+        guard self.options.poolSize > 0 else { throw ValidationError("--pool-size must be at least 1") }
+        guard let colon = self.listen.lastIndex(of: ":"),
+            let port = Int(self.listen[self.listen.index(after: colon)...])
+        else {
+            throw ValidationError("--listen must be host:port, not \(self.listen)")
+        }
+        var host = Substring(self.listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        let tls = try TLSContext(
+            configuration: .server(
+                certificate: self.certificate,
+                privateKey: self.key,
+                clientCA: self.clientCA,
+                requireClientCertificate: self.requireClientCertificate
+            )
+        )
+        let pool = PGPool(conninfo: databaseURL, size: self.options.poolSize, logger: logger)
+        defer { pool.shutdown() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+
+        let health = HealthService(services: ChatMethods.all.map { String($0.path.split(separator: "/")[0]) })
+        var router = Router()
+        health.register(in: &router)
+        MethodListService.register(in: &router, serverVersion: chatdVersion)
+
+        let server = ChatServer(
+            configuration: .init(host: String(host), port: port, tls: tls),
+            router: router,
+            group: group,
+            logger: logger
+        )
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: DatabaseProbe(pool: pool, logger: logger)),
+                    .init(service: server),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await services.run()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// The version chatd reports in the method listing.
+let chatdVersion = "0.1.0"
