@@ -22,6 +22,8 @@ public final class ChatServer: Service, Sendable {
         public var connection: ServerConnectionStateMachine.Configuration
         /// How long in-flight calls may run after a drain starts.
         public var drainGrace: TimeAmount
+        /// How long a client may take, after the TLS handshake, to send its preface and SETTINGS.
+        public var prefaceTimeout: TimeAmount
 
         /// Creates a configuration with chatd's defaults.
         public init(host: String, port: Int, tls: TLSContext) {
@@ -30,6 +32,7 @@ public final class ChatServer: Service, Sendable {
             self.tls = tls
             self.connection = .init()
             self.drainGrace = .seconds(30)
+            self.prefaceTimeout = .seconds(10)
         }
     }
 
@@ -84,7 +87,8 @@ public final class ChatServer: Service, Sendable {
                         interceptors: interceptors,
                         logger: logger,
                         callIDs: callIDs,
-                        drainGrace: configuration.drainGrace
+                        drainGrace: configuration.drainGrace,
+                        prefaceTimeout: configuration.prefaceTimeout
                     )
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: configuration.tls))

@@ -43,6 +43,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private let logger: Logger
     private let callIDs: CallIDGenerator
     private let drainGrace: TimeAmount
+    private let prefaceTimeout: TimeAmount
+    private var settingsReceived = false
     private var calls: [StreamID: Call] = [:]
     private var context: ChannelHandlerContext?
     private var peerIdentity: String?
@@ -57,7 +59,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         interceptors: [any ServerInterceptor],
         logger: Logger,
         callIDs: CallIDGenerator,
-        drainGrace: TimeAmount
+        drainGrace: TimeAmount,
+        prefaceTimeout: TimeAmount
     ) {
         self.machine = ServerConnectionStateMachine(configuration: configuration, now: .now())
         self.router = router
@@ -65,6 +68,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.logger = logger
         self.callIDs = callIDs
         self.drainGrace = drainGrace
+        self.prefaceTimeout = prefaceTimeout
     }
 
     // MARK: - Channel events
@@ -73,9 +77,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.context = context
         self.loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop.assumeIsolated()
-        self.prefaceTimer = loop.scheduleTask(in: .seconds(10)) {
-            if self.machine.lastStreamID == 0 && self.machine.openStreams == 0 {
-                self.execute(self.machine.connectionError(WireError(.protocolError, "no preface within 10 s")))
+        self.prefaceTimer = loop.scheduleTask(in: self.prefaceTimeout) {
+            if !self.settingsReceived {
+                self.execute(self.machine.connectionError(WireError(.protocolError, "no preface and SETTINGS in time")))
             }
         }
         self.scheduleKeepalive()
@@ -107,6 +111,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
         if case .settings = frame {
+            self.settingsReceived = true
             self.prefaceTimer?.cancel()
         }
         self.execute(self.machine.frameReceived(frame, now: .now()))
