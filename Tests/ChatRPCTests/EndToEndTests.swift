@@ -219,3 +219,56 @@ func waitUntil(_ condition: @Sendable () -> Bool) async throws {
         try await Task.sleep(for: .milliseconds(10))
     }
 }
+
+/// An interceptor in the shape of authentication: refuses calls without a token, attaches a principal otherwise.
+struct TokenInterceptor: ServerInterceptor {
+    func intercept(_ context: CallContext, next: @Sendable (CallContext) async throws -> Void) async throws {
+        guard context.header.authorization.hasPrefix("Bearer ") else {
+            throw RPCError(.unauthenticated, "missing bearer token")
+        }
+        var context = context
+        context.attributes["principal"] = String(context.header.authorization.dropFirst(7))
+        try await next(context)
+    }
+}
+
+@Suite("Interceptors and reconnection")
+struct InterceptorAndReconnectTests {
+    @Test("an interceptor runs before every handler: it can refuse a call or hand the handler a principal")
+    func interceptor() async throws {
+        let server = try await TestServer(interceptors: [TokenInterceptor()])
+        let client = try server.makeClient()
+        await #expect {
+            try await client.unary(TestMethods.whoAmI, Message())
+        } throws: { error in
+            (error as? RPCError)?.code == .unauthenticated
+        }
+        let answer = try await client.unary(
+            TestMethods.whoAmI,
+            Message(),
+            options: CallOptions(authorization: "Bearer alice")
+        )
+        #expect(answer.body == "alice")
+        await client.close()
+        try await server.stop()
+    }
+
+    @Test("the client reconnects when its connection was lost (a server restarted on the same port)")
+    func reconnect() async throws {
+        let first = try await TestServer()
+        let port = first.port
+        let client = ChatClient(
+            host: "127.0.0.1",
+            port: port,
+            tls: try TestCertificates.client(),
+            group: first.group
+        )
+        #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
+        await first.server.drain()
+        let second = try await TestServer(port: port)
+        #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
+        await client.close()
+        try await second.stop()
+        try await first.group.shutdownGracefully()
+    }
+}

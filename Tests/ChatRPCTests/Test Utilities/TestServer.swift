@@ -61,6 +61,8 @@ enum TestMethods {
     static let forever = ChatMethod<WatchThreadRequest, Message>(path: "/test.Test/Forever", kind: .serverStreaming)
     /// Throws an error whose text must not reach the caller.
     static let fail = ChatMethod<Message, Message>(path: "/test.Test/Fail", kind: .unary)
+    /// Answers with the principal an interceptor attached.
+    static let whoAmI = ChatMethod<Message, Message>(path: "/test.Test/WhoAmI", kind: .unary)
 }
 
 struct SecretFailure: Error {
@@ -75,7 +77,11 @@ final class TestServer: Sendable {
     let probe = Probe()
     let health: HealthService
 
-    init(configure: (inout ChatServer.Configuration) -> Void = { _ in }) async throws {
+    init(
+        port: Int = 0,
+        interceptors: [any ServerInterceptor] = [],
+        configure: (inout ChatServer.Configuration) -> Void = { _ in }
+    ) async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let probe = self.probe
         let health = HealthService(services: ["chat.v1.HealthService", "chat.v1.MessageService"])
@@ -115,14 +121,18 @@ final class TestServer: Sendable {
             }
         }
         router.register(TestMethods.fail) { _, _ in throw SecretFailure() }
+        router.register(TestMethods.whoAmI) { _, context in
+            Message(body: context.attributes["principal"] as? String ?? "nobody")
+        }
         MethodListService.register(in: &router, serverVersion: "test")
-        var configuration = ChatServer.Configuration(host: "127.0.0.1", port: 0, tls: try TestCertificates.server())
+        var configuration = ChatServer.Configuration(host: "127.0.0.1", port: port, tls: try TestCertificates.server())
         // Raw peers in the hostile tests never acknowledge the drain PING: do not wait 30 s for them.
         configuration.drainGrace = .seconds(2)
         configure(&configuration)
         self.server = ChatServer(
             configuration: configuration,
             router: router,
+            interceptors: interceptors,
             group: self.group,
             logger: Logger(label: "test-server")
         )
