@@ -145,6 +145,18 @@ public final class ChatServer: Service, Sendable {
         self.logger.info("drained")
     }
 
+    /// Drains every current connection gracefully (GOAWAY; calls in flight finish) while still accepting new ones:
+    /// clients reconnect, which rebalances them across instances behind a load balancer.
+    public func recycleConnections() async {
+        let connections = self.state.withLock { Array($0.connections.values) }
+        for (channel, handler) in connections {
+            channel.eventLoop.execute { handler.value.drain() }
+        }
+        for (channel, _) in connections {
+            try? await channel.closeFuture.get()
+        }
+    }
+
     /// Runs until graceful shutdown, then drains.
     public func run() async throws {
         try await self.start()

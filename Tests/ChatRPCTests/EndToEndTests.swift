@@ -207,10 +207,10 @@ struct EndToEndTests {
     }
 }
 
-/// Polls `condition` until it holds, for at most five seconds.
+/// Polls `condition` until it holds, for at most 20 seconds (a loaded CI machine is slow; it returns at once when met).
 func waitUntil(_ condition: @Sendable () -> Bool) async throws {
     let clock = ContinuousClock()
-    let deadline = clock.now + .seconds(5)
+    let deadline = clock.now + .seconds(20)
     while !condition() {
         guard clock.now < deadline else {
             struct Timeout: Error {}
@@ -253,22 +253,17 @@ struct InterceptorAndReconnectTests {
         try await server.stop()
     }
 
-    @Test("the client reconnects when its connection was lost (a server restarted on the same port)")
+    @Test("the client reconnects when the server recycles its connection")
     func reconnect() async throws {
-        let first = try await TestServer()
-        let port = first.port
-        let client = ChatClient(
-            host: "127.0.0.1",
-            port: port,
-            tls: try TestCertificates.client(),
-            group: first.group
-        )
+        let server = try await TestServer()
+        let client = try server.makeClient()
         #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
-        await first.server.drain()
-        let second = try await TestServer(port: port)
+        #expect(server.server.connectionCount == 1)
+        await server.server.recycleConnections()
+        #expect(server.server.connectionCount == 0)
         #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
+        #expect(server.server.connectionCount == 1)
         await client.close()
-        try await second.stop()
-        try await first.group.shutdownGracefully()
+        try await server.stop()
     }
 }

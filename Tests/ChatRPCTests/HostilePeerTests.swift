@@ -102,14 +102,14 @@ struct HostilePeerTests {
 
     @Test("a flood of open-and-cancel: GOAWAY ENHANCE_YOUR_CALM")
     func openAndCancelFlood() async throws {
-        let server = try await TestServer()
+        // A lower limit than the default 1,000 per second, so that the flood fits in one second of a loaded machine.
+        let server = try await TestServer { $0.connection.cancelsPerSecondAllowed = 100 }
         let peer = try await RawPeer(port: server.port, group: server.group)
         try await peer.greet()
         var frames: [Frame] = []
         var stream: StreamID = 1
-        for _ in 0..<1_200 {
+        for _ in 0..<300 {
             frames.append(try RawPeer.headers(stream, method: "/test.Test/Forever"))
-            frames.append(try RawPeer.request(stream, WatchThreadRequest()))
             frames.append(.cancel(stream: stream, code: .cancel))
             stream += 2
         }
