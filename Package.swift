@@ -92,6 +92,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: Authentication and authorization
+        .target(
+            name: "ChatAuth",
+            dependencies: [
+                "COpenSSL",
+                "ChatProto",
+                "ChatRPC",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Services
         .target(
             name: "ChatServices",
@@ -129,6 +141,7 @@ let package = Package(
         .executableTarget(
             name: "chatd",
             dependencies: [
+                "ChatAuth",
                 "ChatStore",
                 "ChatProto",
                 "ChatRPC",
@@ -147,6 +160,7 @@ let package = Package(
         .executableTarget(
             name: "chatctl",
             dependencies: [
+                "ChatAuth",
                 "ChatClient",
                 "ChatProto",
                 "ChatRPC",
@@ -187,6 +201,7 @@ let package = Package(
         .testTarget(
             name: "ChatRPCTests",
             dependencies: [
+                "ChatAuth",
                 "ChatClient",
                 "ChatProto",
                 "ChatRPC",
@@ -197,6 +212,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChatAuthTests",
+            dependencies: ["ChatAuth"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -2,6 +2,12 @@
 #define CHAT_COPENSSL_SHIM_H
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -57,6 +63,14 @@ static inline int chat_sk_X509_num(const STACK_OF(X509) *stack) {
 
 static inline unsigned long chat_OPENSSL_VERSION_NUMBER(void) {
     return OPENSSL_VERSION_NUMBER;
+}
+
+static inline int chat_EVP_PKEY_PUBLIC_KEY(void) {
+    return EVP_PKEY_PUBLIC_KEY;
+}
+
+static inline int chat_EVP_PKEY_ED25519(void) {
+    return EVP_PKEY_ED25519;
 }
 
 #endif

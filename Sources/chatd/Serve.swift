@@ -1,9 +1,11 @@
 import ArgumentParser
+import ChatAuth
 import ChatProto
 import ChatRPC
 import ChatServices
 import ChatStore
 import ChatTLS
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -31,6 +33,18 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("tls-require-client-certificate"), help: "Refuse clients without a certificate.")
     var requireClientCertificate = false
 
+    @Option(name: .customLong("auth-jwks"), help: "JWKS file with the keys bearer tokens are signed with.")
+    var jwks: String
+
+    @Option(name: .customLong("auth-issuer"), help: "The required iss of bearer tokens.")
+    var issuer: String
+
+    @Option(name: .customLong("auth-audience"), help: "The required aud of bearer tokens.")
+    var audience: String = "chatd"
+
+    @Option(name: .customLong("auth-leeway"), help: "Clock skew tolerated on exp and nbf, seconds.")
+    var leeway: Int64 = 30
+
     @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
@@ -53,6 +67,15 @@ struct Serve: AsyncParsableCommand {
                 requireClientCertificate: self.requireClientCertificate
             )
         )
+        guard let jwksData = FileManager.default.contents(atPath: self.jwks) else {
+            throw ValidationError("cannot read --auth-jwks \(self.jwks)")
+        }
+        let verifier = TokenVerifier(
+            keys: try JWKSet(json: Array(jwksData)),
+            issuer: self.issuer,
+            audience: self.audience,
+            leewaySeconds: self.leeway
+        )
         let pool = PGPool(conninfo: databaseURL, size: self.options.poolSize, logger: logger)
         defer { pool.shutdown() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
@@ -65,6 +88,7 @@ struct Serve: AsyncParsableCommand {
         let server = ChatServer(
             configuration: .init(host: String(host), port: port, tls: tls),
             router: router,
+            interceptors: [AuthInterceptor(verifier: verifier)],
             group: group,
             logger: logger
         )

@@ -17,7 +17,7 @@ struct HostilePeerTests {
 
     @Test("no preface within the timeout: GOAWAY PROTOCOL_ERROR and close")
     func noPreface() async throws {
-        let server = try await TestServer { $0.prefaceTimeout = .milliseconds(300) }
+        let server = try await TestServer(configure: { $0.prefaceTimeout = .milliseconds(300) })
         let peer = try await RawPeer(port: server.port, group: server.group)
         let frames = try await peer.collectUntilClosed()
         #expect(goAway(in: frames)?.code == .protocolError)
@@ -103,7 +103,7 @@ struct HostilePeerTests {
     @Test("a flood of open-and-cancel: GOAWAY ENHANCE_YOUR_CALM")
     func openAndCancelFlood() async throws {
         // A lower limit than the default 1,000 per second, so that the flood fits in one second of a loaded machine.
-        let server = try await TestServer { $0.connection.cancelsPerSecondAllowed = 100 }
+        let server = try await TestServer(configure: { $0.connection.cancelsPerSecondAllowed = 100 })
         let peer = try await RawPeer(port: server.port, group: server.group)
         try await peer.greet()
         var frames: [Frame] = []

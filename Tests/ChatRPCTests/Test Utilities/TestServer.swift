@@ -27,8 +27,24 @@ enum TestCertificates {
         )
     }
 
-    static func client() throws -> TLSContext {
-        try TLSContext(configuration: .client(trustRoots: try Self.path("ca.pem")))
+    static func client(certificate: String? = nil) throws -> TLSContext {
+        try TLSContext(
+            configuration: .client(
+                trustRoots: try Self.path("ca.pem"),
+                certificate: try certificate.map { try Self.path("\($0).pem") },
+                privateKey: try certificate.map { try Self.path("\($0).key") }
+            )
+        )
+    }
+
+    static func server(clientCA: Bool) throws -> TLSContext {
+        try TLSContext(
+            configuration: .server(
+                certificate: try Self.path("server.pem"),
+                privateKey: try Self.path("server.key"),
+                clientCA: clientCA ? try Self.path("ca.pem") : nil
+            )
+        )
     }
 }
 
@@ -80,6 +96,7 @@ final class TestServer: Sendable {
     init(
         port: Int = 0,
         interceptors: [any ServerInterceptor] = [],
+        routes: (inout Router) -> Void = { _ in },
         configure: (inout ChatServer.Configuration) -> Void = { _ in }
     ) async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -124,6 +141,7 @@ final class TestServer: Sendable {
         router.register(TestMethods.whoAmI) { _, context in
             Message(body: context.attributes["principal"] as? String ?? "nobody")
         }
+        routes(&router)
         MethodListService.register(in: &router, serverVersion: "test")
         var configuration = ChatServer.Configuration(host: "127.0.0.1", port: port, tls: try TestCertificates.server())
         // Raw peers in the hostile tests never acknowledge the drain PING: do not wait 30 s for them.

@@ -1,0 +1,95 @@
+internal import ChatProto
+public import ChatRPC
+internal import Foundation
+internal import Logging
+
+/// Authenticates and authorizes every call before its handler runs.
+///
+/// A bearer token in `authorization` is verified and becomes the principal. Without a token, a caller with a
+/// verified client certificate whose common name is `service:<name>` is a service principal; it names the tenant it
+/// acts for in the `tenant-id` metadata entry. The method's entry in `AuthorizationTable` decides: public methods need
+/// nothing, unknown methods are refused, and a missing permission is PERMISSION_DENIED naming the permission. The
+/// principal is attached to the call context (`context.principal`) for the handler and the storage layer.
+public struct AuthInterceptor: ServerInterceptor {
+    let verifier: TokenVerifier
+    let clock: @Sendable () -> Int64
+
+    /// Creates the interceptor.
+    ///
+    /// - Parameters:
+    ///   - verifier: the token verifier.
+    ///   - clock: the current time in seconds since the epoch (tests pass a fixed one).
+    public init(verifier: TokenVerifier, clock: (@Sendable () -> Int64)? = nil) {
+        self.verifier = verifier
+        self.clock = clock ?? { Int64(Date().timeIntervalSince1970) }
+    }
+
+    public func intercept(
+        _ context: CallContext,
+        next: @Sendable (CallContext) async throws -> Void
+    ) async throws {
+        let permission: Permission
+        switch AuthorizationTable.decision(for: context.method) {
+        case .publicMethod:
+            try await next(context)
+            return
+        case .unknownMethod:
+            throw AuthError(.permissionDenied, "\(context.method) is not in the authorization table")
+        case .requires(let required):
+            permission = required
+        }
+        let principal = try self.authenticate(context)
+        guard principal.permissions.contains(permission) else {
+            throw AuthError(
+                .permissionDenied,
+                "\(context.method) needs the permission \(permission.rawValue), which the \(principal.role.rawValue) "
+                    + "role does not have"
+            )
+        }
+        var context = context
+        context.attributes[Principal.attributeKey] = principal
+        context.logger[metadataKey: "tenant.id"] = "\(principal.tenantID)"
+        try await next(context)
+    }
+
+    func authenticate(_ context: CallContext) throws(AuthError) -> Principal {
+        let authorization = context.header.authorization
+        if !authorization.isEmpty {
+            guard authorization.hasPrefix("Bearer "), authorization.utf8.count > 7 else {
+                throw AuthError(.unauthenticated, "authorization must be \"Bearer <token>\"")
+            }
+            let claims = try self.verifier.verify(String(authorization.dropFirst(7)), now: self.clock())
+            return Principal(claims: claims)
+        }
+        if let identity = context.peerIdentity, identity.hasPrefix("service:"), identity.utf8.count > 8 {
+            guard let entry = context.header.metadata.first(where: { $0.key == "tenant-id" }),
+                let tenant = String(validating: entry.value, as: UTF8.self), UUIDText.isValid(tenant)
+            else {
+                throw AuthError(
+                    .unauthenticated,
+                    "a service certificate must name its tenant in the tenant-id metadata"
+                )
+            }
+            return Principal(
+                userID: identity,
+                tenantID: tenant.lowercased(),
+                role: .service,
+                learnerScope: [],
+                permissions: AuthorizationTable.rolePermissions[.service] ?? []
+            )
+        }
+        throw AuthError(.unauthenticated, "this method needs a bearer token or a service certificate")
+    }
+}
+
+extension Principal {
+    /// Where the interceptor puts the principal in `CallContext.attributes`.
+    public static let attributeKey = "chat.principal"
+}
+
+extension CallContext {
+    /// The authenticated principal; nil for public methods.
+    public var principal: Principal? {
+        self.attributes[Principal.attributeKey] as? Principal
+    }
+}
