@@ -107,7 +107,7 @@ let package = Package(
         // MARK: Services
         .target(
             name: "ChatServices",
-            dependencies: ["ChatProto", "ChatRPC"],
+            dependencies: ["ChatAuth", "ChatProto", "ChatRPC", "ChatStore"],
             swiftSettings: swiftSettings
         ),
 
@@ -221,7 +221,17 @@ let package = Package(
         ),
         .testTarget(
             name: "ChatStoreTests",
-            dependencies: ["ChatStore"],
+            dependencies: [
+                "ChatStore",
+                "ChatAuth",
+                "ChatClient",
+                "ChatProto",
+                "ChatRPC",
+                "ChatServices",
+                "ChatTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

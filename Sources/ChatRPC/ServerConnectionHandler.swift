@@ -348,7 +348,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private static func status(for error: any Error, callID: UInt64, logger: Logger) -> CallStatus {
         if let convertible = error as? any ChatStatusConvertible {
-            return convertible.rpcError.callStatus
+            let status = convertible.rpcError
+            if status.code == .internal {
+                // The caller sees a generic message; the detail (e.g. the database's) goes to the log only.
+                logger.error("handler failed", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            return status.callStatus
         }
         if error is CancellationError {
             return RPCError(.cancelled, "the call was cancelled").callStatus

@@ -127,6 +127,11 @@ public struct MessageRepository: Sendable {
                        \(idempotencyKey), clock_timestamp()
                 FROM bumped
                 RETURNING \(unsafeRaw: columns)
+            ), event AS (
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, payload)
+                SELECT \(context.tenantID)::uuid, \(OutboxEventType.messageCreated), learner_id::uuid,
+                       thread_id::uuid, seq, jsonb_build_object('message_id', id, 'author_id', author_id, 'body', body)
+                FROM inserted
             )
             SELECT true AS created, * FROM inserted
             UNION ALL
@@ -160,18 +165,221 @@ public struct MessageRepository: Sendable {
         afterSeq: Int64,
         limit: Int
     ) async throws -> [MessageRecord] {
-        let statement: SQL = """
-            SELECT \(unsafeRaw: MessageRecord.columns) FROM chat.messages
-            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq > \(afterSeq)
-            ORDER BY seq LIMIT \(limit)
+        try await self.list(context, threadID: threadID, bound: .after(afterSeq), limit: limit)
+    }
+
+    /// Which messages a page holds.
+    public enum Bound: Sendable, Hashable {
+        /// Oldest first, strictly after this sequence.
+        case after(Int64)
+        /// Newest first, strictly before this sequence.
+        case before(Int64)
+        /// Newest first, from the head.
+        case latest
+    }
+
+    /// Reads a page of a thread's messages.
+    ///
+    /// - Throws: `.notFound` when the thread does not exist or is outside the caller's tenant or scope.
+    public func list(_ context: TenantContext, threadID: String, bound: Bound, limit: Int) async throws
+        -> [MessageRecord]
+    {
+        let (after, before, ascending): (Int64?, Int64?, Bool) =
+            switch bound {
+            case .after(let seq): (seq, nil, true)
+            case .before(let seq): (nil, seq, false)
+            case .latest: (nil, nil, false)
+            }
+        let order = ascending ? "ASC" : "DESC"
+        let statements: [SQL] = [
+            "SELECT 1 FROM chat.threads WHERE tenant_id = \(context.tenantID) AND id = \(threadID)",
             """
-        return try await self.pool.tenantBatch(context, [statement]) { results in
+            SELECT \(unsafeRaw: MessageRecord.columns) FROM chat.messages
+            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID)
+              AND (\(after)::int8 IS NULL OR seq > \(after)::int8)
+              AND (\(before)::int8 IS NULL OR seq < \(before)::int8)
+            ORDER BY seq \(unsafeRaw: order) LIMIT \(limit)
+            """,
+        ]
+        return try await self.pool.tenantBatch(context, statements) { results in
+            guard results[0].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
             var records: [MessageRecord] = []
-            records.reserveCapacity(results[0].rowCount)
-            for row in 0..<results[0].rowCount {
-                records.append(try MessageRecord(results[0], row: row))
+            records.reserveCapacity(results[1].rowCount)
+            for row in 0..<results[1].rowCount {
+                records.append(try MessageRecord(results[1], row: row))
             }
             return records
+        }
+    }
+
+    /// Why an edit or a delete did not happen.
+    static func explainMissing(_ result: PGResult, userID: String) throws -> StorageError {
+        guard result.rowCount == 1 else { return StorageError(code: .notFound, detail: "message") }
+        if try result.bool(row: 0, column: result.column(named: "deleted")) == true {
+            return StorageError(code: .failedPrecondition, detail: "the message was deleted")
+        }
+        return StorageError(code: .permissionDenied, detail: "only the author may change a message")
+    }
+
+    /// Replaces a message's body. The first edit stores the original as revision 1; every edit stores its text as
+    /// the next revision. Only the author may edit; a deleted message cannot be edited.
+    public func edit(_ context: TenantContext, threadID: String, seq: Int64, body: String) async throws
+        -> MessageRecord
+    {
+        let statements: [SQL] = [
+            """
+            WITH target AS (
+                SELECT * FROM chat.messages
+                WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
+                  AND deleted_at IS NULL AND author_id = \(context.userID)
+                FOR UPDATE
+            ), original AS (
+                INSERT INTO chat.message_edits
+                    (tenant_id, thread_id, seq, revision, learner_id, body, edited_by, edited_by_role, edited_at)
+                SELECT tenant_id, thread_id, seq, 1, learner_id, body, author_id, author_role, created_at
+                FROM target WHERE edit_count = 0
+            ), revision AS (
+                INSERT INTO chat.message_edits
+                    (tenant_id, thread_id, seq, revision, learner_id, body, edited_by, edited_by_role, edited_at)
+                SELECT tenant_id, thread_id, seq, edit_count + 2, learner_id, \(body), \(context.userID),
+                       \(context.role.rawValue), clock_timestamp()
+                FROM target
+            ), updated AS (
+                UPDATE chat.messages m SET body = \(body), edited_at = clock_timestamp(), edit_count = m.edit_count + 1
+                FROM target
+                WHERE m.tenant_id = target.tenant_id AND m.thread_id = target.thread_id AND m.seq = target.seq
+                RETURNING m.*
+            ), event AS (
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, payload)
+                SELECT tenant_id, \(OutboxEventType.messageEdited), learner_id, thread_id, seq,
+                       jsonb_build_object('message_id', id, 'edited_by', \(context.userID)::text, 'body', body)
+                FROM updated
+            )
+            SELECT \(unsafeRaw: MessageRecord.columns) FROM updated
+            """,
+            """
+            SELECT deleted_at IS NOT NULL AS deleted FROM chat.messages
+            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
+            """,
+        ]
+        return try await self.pool.tenantBatch(context, statements) { results in
+            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1], userID: context.userID) }
+            return try MessageRecord(results[0], row: 0)
+        }
+    }
+
+    /// Deletes a message: a tombstone that keeps its sequence and says who deleted it; the body and the edit
+    /// history are removed. The author may delete; so may a moderator when `moderator` is true.
+    public func delete(_ context: TenantContext, threadID: String, seq: Int64, moderator: Bool) async throws
+        -> MessageRecord
+    {
+        let statements: [SQL] = [
+            """
+            WITH updated AS (
+                UPDATE chat.messages
+                SET body = '', deleted_at = clock_timestamp(), deleted_by = \(context.userID),
+                    deleted_by_role = \(context.role.rawValue)
+                WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
+                  AND deleted_at IS NULL AND (author_id = \(context.userID) OR \(moderator))
+                RETURNING *
+            ), history AS (
+                DELETE FROM chat.message_edits e USING updated
+                WHERE e.tenant_id = updated.tenant_id AND e.thread_id = updated.thread_id AND e.seq = updated.seq
+            ), event AS (
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, payload)
+                SELECT tenant_id, \(OutboxEventType.messageDeleted), learner_id, thread_id, seq,
+                       jsonb_build_object('message_id', id, 'deleted_by', \(context.userID)::text)
+                FROM updated
+            )
+            SELECT \(unsafeRaw: MessageRecord.columns) FROM updated
+            """,
+            """
+            SELECT deleted_at IS NOT NULL AS deleted FROM chat.messages
+            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
+            """,
+        ]
+        return try await self.pool.tenantBatch(context, statements) { results in
+            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1], userID: context.userID) }
+            return try MessageRecord(results[0], row: 0)
+        }
+    }
+
+    /// One revision of a message.
+    public struct Revision: Sendable, Hashable {
+        public var revision: Int
+        public var body: String
+        public var editedBy: String
+        public var editedByRole: String
+        public var editedAtMicros: Int64
+    }
+
+    /// Every revision of a message, oldest first; a message never edited has its current text as revision 1.
+    public func edits(_ context: TenantContext, threadID: String, seq: Int64) async throws -> [Revision] {
+        let statements: [SQL] = [
+            """
+            SELECT body, author_id, author_role, (extract(epoch FROM created_at) * 1000000)::int8 AS at_us,
+                   edit_count, deleted_at IS NOT NULL AS deleted
+            FROM chat.messages WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
+            """,
+            """
+            SELECT revision, body, edited_by, edited_by_role, (extract(epoch FROM edited_at) * 1000000)::int8 AS at_us
+            FROM chat.message_edits
+            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq) ORDER BY revision
+            """,
+        ]
+        return try await self.pool.tenantBatch(context, statements) { results in
+            let message = results[0]
+            guard message.rowCount == 1 else { throw StorageError(code: .notFound, detail: "message") }
+            let history = results[1]
+            if history.rowCount == 0 {
+                if try message.bool(row: 0, column: message.column(named: "deleted")) == true { return [] }
+                return [
+                    Revision(
+                        revision: 1,
+                        body: try message.requiredString(row: 0, column: "body"),
+                        editedBy: try message.requiredString(row: 0, column: "author_id"),
+                        editedByRole: try message.requiredString(row: 0, column: "author_role"),
+                        editedAtMicros: try message.requiredInt64(row: 0, column: "at_us")
+                    )
+                ]
+            }
+            return try (0..<history.rowCount).map { row in
+                Revision(
+                    revision: Int(try history.requiredInt64(row: row, column: "revision")),
+                    body: try history.requiredString(row: row, column: "body"),
+                    editedBy: try history.requiredString(row: row, column: "edited_by"),
+                    editedByRole: try history.requiredString(row: row, column: "edited_by_role"),
+                    editedAtMicros: try history.requiredInt64(row: row, column: "at_us")
+                )
+            }
+        }
+    }
+
+    /// Moves the caller's read cursor forward (never back; clamped to the head).
+    ///
+    /// - Returns: the cursor after the call and the unread count.
+    public func markRead(_ context: TenantContext, threadID: String, upTo seq: Int64) async throws
+        -> (readSeq: Int64, unread: Int64)
+    {
+        let statement: SQL = """
+            WITH thread AS (
+                SELECT tenant_id, id, learner_id, last_seq FROM chat.threads
+                WHERE tenant_id = \(context.tenantID) AND id = \(threadID)
+            ), cursor AS (
+                INSERT INTO chat.read_cursors (tenant_id, user_id, thread_id, learner_id, read_seq)
+                SELECT tenant_id, \(context.userID), id, learner_id, least(\(seq)::int8, last_seq) FROM thread
+                ON CONFLICT (tenant_id, user_id, thread_id) DO UPDATE
+                SET read_seq = greatest(chat.read_cursors.read_seq, excluded.read_seq), updated_at = now()
+                RETURNING read_seq
+            )
+            SELECT cursor.read_seq, thread.last_seq - cursor.read_seq AS unread FROM cursor, thread
+            """
+        return try await self.pool.tenantBatch(context, [statement]) { results in
+            guard results[0].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
+            return (
+                try results[0].requiredInt64(row: 0, column: "read_seq"),
+                try results[0].requiredInt64(row: 0, column: "unread")
+            )
         }
     }
 }

@@ -11,6 +11,7 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
             case notFound
             case conflict
             case permissionDenied
+            case failedPrecondition
         }
 
         private let base: Base
@@ -29,6 +30,8 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
         public static let conflict = Code(base: .conflict)
         /// A row-level security policy refused the write (SQLSTATE 42501).
         public static let permissionDenied = Code(base: .permissionDenied)
+        /// The row is not in a state that allows the change (a deleted message cannot be edited).
+        public static let failedPrecondition = Code(base: .failedPrecondition)
 
         public var description: String {
             switch self.base {
@@ -39,6 +42,7 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
             case .notFound: "not found"
             case .conflict: "conflict"
             case .permissionDenied: "permission denied"
+            case .failedPrecondition: "failed precondition"
             }
         }
     }

@@ -12,12 +12,18 @@ public struct ThreadRecord: Sendable, Hashable {
     public var updatedAtMicros: Int64
     public var lastActivityAtMicros: Int64
 
-    static let columns = """
-        id::text AS id, learner_id::text AS learner_id, title, state, last_seq, created_by, created_by_role, \
-        (extract(epoch FROM created_at) * 1000000)::int8 AS created_at_us, \
-        (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_at_us, \
-        (extract(epoch FROM last_activity_at) * 1000000)::int8 AS last_activity_at_us
+    static let columns = Self.columns(alias: "")
+
+    /// The select list, with each column qualified by `alias` (e.g. `t.`) when joining.
+    static func columns(alias p: String) -> String {
         """
+        \(p)id::text AS id, \(p)learner_id::text AS learner_id, \(p)title AS title, \(p)state AS state, \
+        \(p)last_seq AS last_seq, \(p)created_by AS created_by, \(p)created_by_role AS created_by_role, \
+        (extract(epoch FROM \(p)created_at) * 1000000)::int8 AS created_at_us, \
+        (extract(epoch FROM \(p)updated_at) * 1000000)::int8 AS updated_at_us, \
+        (extract(epoch FROM \(p)last_activity_at) * 1000000)::int8 AS last_activity_at_us
+        """
+    }
 
     init(_ result: PGResult, row: Int) throws(StorageError) {
         self.id = try result.requiredString(row: row, column: "id")
@@ -57,9 +63,17 @@ public struct ThreadRepository: Sendable {
     /// - Throws: `.permissionDenied` when the learner is outside the caller's scope.
     public func create(_ context: TenantContext, learnerID: String, title: String) async throws -> ThreadRecord {
         let statement: SQL = """
-            INSERT INTO chat.threads (tenant_id, learner_id, title, created_by, created_by_role)
-            VALUES (\(context.tenantID), \(learnerID), \(title), \(context.userID), \(context.role.rawValue))
-            RETURNING \(unsafeRaw: ThreadRecord.columns)
+            WITH created AS (
+                INSERT INTO chat.threads (tenant_id, learner_id, title, created_by, created_by_role)
+                VALUES (\(context.tenantID), \(learnerID), \(title), \(context.userID), \(context.role.rawValue))
+                RETURNING *
+            ), event AS (
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, payload)
+                SELECT tenant_id, \(OutboxEventType.threadCreated), learner_id, id,
+                       jsonb_build_object('title', title, 'created_by', created_by)
+                FROM created
+            )
+            SELECT \(unsafeRaw: ThreadRecord.columns) FROM created
             """
         do {
             return try await self.pool.tenantBatch(context, [statement]) { results in
@@ -70,13 +84,63 @@ public struct ThreadRepository: Sendable {
         }
     }
 
-    /// Reads one thread.
+    /// Reads one thread, with the caller's unread count.
     ///
     /// - Throws: `.notFound` when it does not exist or is outside the caller's tenant or scope.
-    public func get(_ context: TenantContext, id: String) async throws -> ThreadRecord {
+    public func get(_ context: TenantContext, id: String) async throws -> (ThreadRecord, unread: Int64) {
         let statement: SQL = """
-            SELECT \(unsafeRaw: ThreadRecord.columns) FROM chat.threads
-            WHERE tenant_id = \(context.tenantID) AND id = \(id)
+            SELECT \(unsafeRaw: ThreadRecord.columns(alias: "t.")), t.last_seq - coalesce(r.read_seq, 0) AS unread
+            FROM chat.threads t
+            LEFT JOIN chat.read_cursors r
+                ON r.tenant_id = t.tenant_id AND r.thread_id = t.id AND r.user_id = \(context.userID)
+            WHERE t.tenant_id = \(context.tenantID) AND t.id = \(id)
+            """
+        return try await self.pool.tenantBatch(context, [statement]) { results in
+            guard results[0].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
+            return (try ThreadRecord(results[0], row: 0), try results[0].requiredInt64(row: 0, column: "unread"))
+        }
+    }
+
+    /// Deletes a thread with its messages, edits and read cursors, and records the event.
+    ///
+    /// - Throws: `.notFound` when it does not exist or is outside the caller's tenant or scope.
+    public func delete(_ context: TenantContext, id: String) async throws {
+        let statement: SQL = """
+            WITH deleted AS (
+                DELETE FROM chat.threads WHERE tenant_id = \(context.tenantID) AND id = \(id)
+                RETURNING tenant_id, id, learner_id, last_seq
+            ), event AS (
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, payload)
+                SELECT tenant_id, \(OutboxEventType.threadDeleted), learner_id, id,
+                       jsonb_build_object('deleted_by', \(context.userID)::text, 'messages', last_seq)
+                FROM deleted
+            )
+            SELECT count(*) FROM deleted
+            """
+        try await self.pool.tenantBatch(context, [statement]) { results in
+            guard try results[0].int64(row: 0, column: 0) == 1 else {
+                throw StorageError(code: .notFound, detail: "thread")
+            }
+        }
+    }
+
+    /// Changes a thread's title and/or state (1 active, 2 archived), and records the event.
+    ///
+    /// - Throws: `.notFound` when it does not exist or is outside the caller's tenant or scope.
+    public func update(_ context: TenantContext, id: String, title: String?, state: Int?) async throws -> ThreadRecord {
+        let statement: SQL = """
+            WITH updated AS (
+                UPDATE chat.threads
+                SET title = coalesce(\(title), title), state = coalesce(\(state)::smallint, state), updated_at = now()
+                WHERE tenant_id = \(context.tenantID) AND id = \(id)
+                RETURNING *
+            ), event AS (
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, payload)
+                SELECT tenant_id, \(OutboxEventType.threadUpdated), learner_id, id,
+                       jsonb_build_object('title', title, 'state', state, 'updated_by', \(context.userID)::text)
+                FROM updated
+            )
+            SELECT \(unsafeRaw: ThreadRecord.columns) FROM updated
             """
         return try await self.pool.tenantBatch(context, [statement]) { results in
             guard results[0].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
@@ -84,15 +148,79 @@ public struct ThreadRepository: Sendable {
         }
     }
 
-    /// Deletes a thread with its messages, edits and read cursors.
+    /// A page of threads, newest activity first, each with the caller's unread count.
+    public struct Page: Sendable {
+        /// The threads and the caller's unread count of each.
+        public var threads: [(ThreadRecord, unread: Int64)]
+        /// Where the next page starts; nil on the last page.
+        public var next: ThreadCursor?
+    }
+
+    /// Lists threads by last activity (newest first), after `cursor`.
     ///
-    /// - Throws: `.notFound` when it does not exist or is outside the caller's tenant or scope.
-    public func delete(_ context: TenantContext, id: String) async throws {
-        let statement: SQL = "DELETE FROM chat.threads WHERE tenant_id = \(context.tenantID) AND id = \(id)"
-        try await self.pool.tenantBatch(context, [statement]) { results in
-            guard results[0].affectedRows == 1 else { throw StorageError(code: .notFound, detail: "thread") }
+    /// - Parameters:
+    ///   - learnerID: only this learner's threads, when set.
+    ///   - state: only this state, when set.
+    ///   - limit: at most this many.
+    public func list(
+        _ context: TenantContext,
+        learnerID: String?,
+        state: Int?,
+        after cursor: ThreadCursor?,
+        limit: Int
+    ) async throws -> Page {
+        let statement: SQL = """
+            SELECT \(unsafeRaw: ThreadRecord.columns(alias: "t.")), t.last_seq - coalesce(r.read_seq, 0) AS unread
+            FROM chat.threads t
+            LEFT JOIN chat.read_cursors r
+                ON r.tenant_id = t.tenant_id AND r.thread_id = t.id AND r.user_id = \(context.userID)
+            WHERE t.tenant_id = \(context.tenantID)
+              AND (\(learnerID)::uuid IS NULL OR t.learner_id = \(learnerID)::uuid)
+              AND (\(state)::smallint IS NULL OR t.state = \(state)::smallint)
+              AND (\(cursor?.activityMicros)::int8 IS NULL
+                   OR (t.last_activity_at, t.id)
+                      < (timestamptz 'epoch' + \(cursor?.activityMicros)::int8 * interval '1 microsecond', \(cursor?.id)::uuid))
+            ORDER BY t.last_activity_at DESC, t.id DESC
+            LIMIT \(limit + 1)
+            """
+        return try await self.pool.tenantBatch(context, [statement]) { results in
+            let result = results[0]
+            var threads: [(ThreadRecord, unread: Int64)] = []
+            for row in 0..<min(result.rowCount, limit) {
+                threads.append(
+                    (try ThreadRecord(result, row: row), try result.requiredInt64(row: row, column: "unread"))
+                )
+            }
+            let next =
+                result.rowCount > limit
+                ? threads.last.map { ThreadCursor(activityMicros: $0.0.lastActivityAtMicros, id: $0.0.id) } : nil
+            return Page(threads: threads, next: next)
         }
     }
+}
+
+/// Where a page of threads ends: the last thread's activity time and id.
+public struct ThreadCursor: Sendable, Hashable {
+    /// Microseconds since the epoch.
+    public var activityMicros: Int64
+    /// The thread id.
+    public var id: String
+
+    /// Creates a cursor.
+    public init(activityMicros: Int64, id: String) {
+        self.activityMicros = activityMicros
+        self.id = id
+    }
+}
+
+/// The outbox event types (the contract's `EventType` numbers).
+public enum OutboxEventType {
+    public static let threadCreated = 1
+    public static let threadUpdated = 2
+    public static let threadDeleted = 3
+    public static let messageCreated = 4
+    public static let messageEdited = 5
+    public static let messageDeleted = 6
 }
 
 /// Maps a row-level security refusal (42501) to `.permissionDenied`.

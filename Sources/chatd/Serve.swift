@@ -83,6 +83,8 @@ struct Serve: AsyncParsableCommand {
         let health = HealthService(services: ChatMethods.all.map { String($0.path.split(separator: "/")[0]) })
         var router = Router()
         health.register(in: &router)
+        ThreadService(pool: pool).register(in: &router)
+        MessageService(pool: pool).register(in: &router)
         MethodListService.register(in: &router, serverVersion: chatdVersion)
 
         let server = ChatServer(

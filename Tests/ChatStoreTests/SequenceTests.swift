@@ -105,7 +105,7 @@ struct SequenceTests {
         }
         let next = try await messages.send(context, threadID: thread.id, body: "two", idempotencyKey: "k3")
         #expect(next.message.seq == 2)
-        #expect(try await ThreadRepository(pool: pool).get(context, id: thread.id).lastSeq == 2)
+        #expect(try await ThreadRepository(pool: pool).get(context, id: thread.id).0.lastSeq == 2)
     }
 
     @Test("a retried send with the same key returns the same message; a different body is a conflict")
@@ -150,7 +150,7 @@ struct SequenceTests {
         }
         #expect(outcomes.filter(\.created).count == 1)
         #expect(Set(outcomes.map(\.message.id)).count == 1)
-        #expect(try await ThreadRepository(pool: pool).get(context, id: thread.id).lastSeq == 1)
+        #expect(try await ThreadRepository(pool: pool).get(context, id: thread.id).0.lastSeq == 1)
     }
 
     @Test("sending to a thread outside the scope or tenant is not found, and allocates nothing")
@@ -168,7 +168,7 @@ struct SequenceTests {
                 (error as? StorageError)?.code == .notFound
             }
         }
-        #expect(try await ThreadRepository(pool: pool).get(admin, id: thread.id).lastSeq == 0)
+        #expect(try await ThreadRepository(pool: pool).get(admin, id: thread.id).0.lastSeq == 0)
         // Creating a thread for a learner outside the scope is refused by the policy.
         await #expect {
             try await ThreadRepository(pool: pool).create(

@@ -1,0 +1,118 @@
+public import ChatAuth
+internal import ChatProto
+public import ChatRPC
+public import ChatStore
+
+/// The message RPCs: send, get, list, edit, delete, edit history, mark read.
+public struct MessageService: Sendable {
+    let messages: MessageRepository
+
+    /// Creates the service over a pool.
+    public init(pool: PGPool) {
+        self.messages = MessageRepository(pool: pool)
+    }
+
+    /// Registers the methods.
+    public func register(in router: inout Router) {
+        router.register(ChatMethods.MessageService.sendMessage) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let body = try Validate.body(request.body)
+            let key = try Validate.idempotencyKey(request.idempotencyKey)
+            let outcome = try await self.messages.send(
+                TenantContext(principal),
+                threadID: thread,
+                body: body,
+                idempotencyKey: key
+            )
+            return SendMessageResponse(message: Message(outcome.message))
+        }
+        router.register(ChatMethods.MessageService.getMessage) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let seq = try Validate.seq(request.seq, "seq")
+            return GetMessageResponse(
+                message: Message(try await self.messages.get(TenantContext(principal), threadID: thread, seq: seq))
+            )
+        }
+        router.register(ChatMethods.MessageService.listMessages) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let page = request.page ?? PageRequest()
+            let limit = try Validate.pageSize(page.pageSize)
+            var bound: MessageRepository.Bound =
+                switch request.bound {
+                case .afterSeq(let seq)?: .after(Int64(clamping: seq))
+                case .beforeSeq(let seq)?: .before(Int64(clamping: seq))
+                case nil: .latest
+                }
+            if !page.pageToken.isEmpty {
+                let fields = try PageToken.decode(page.pageToken, count: 3)
+                guard fields[0] == thread, let seq = Int64(fields[2]) else {
+                    throw RPCError.invalidArgument(field: "page.page_token", "belongs to another thread")
+                }
+                bound = fields[1] == "a" ? .after(seq) : .before(seq)
+            }
+            let records = try await self.messages.list(
+                TenantContext(principal),
+                threadID: thread,
+                bound: bound,
+                limit: limit
+            )
+            var next = ""
+            if records.count == limit, let last = records.last {
+                let ascending = if case .after = bound { true } else { false }
+                if ascending || last.seq > 1 {
+                    next = PageToken.encode([thread, ascending ? "a" : "b", String(last.seq)])
+                }
+            }
+            return ListMessagesResponse(messages: records.map(Message.init), page: PageInfo(nextPageToken: next))
+        }
+        router.register(ChatMethods.MessageService.editMessage) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let seq = try Validate.seq(request.seq, "seq")
+            let body = try Validate.body(request.body)
+            let record = try await self.messages.edit(TenantContext(principal), threadID: thread, seq: seq, body: body)
+            return EditMessageResponse(message: Message(record))
+        }
+        router.register(ChatMethods.MessageService.deleteMessage) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let seq = try Validate.seq(request.seq, "seq")
+            let record = try await self.messages.delete(
+                TenantContext(principal),
+                threadID: thread,
+                seq: seq,
+                moderator: principal.permissions.contains(.messagesModerate)
+            )
+            return DeleteMessageResponse(message: Message(record))
+        }
+        router.register(ChatMethods.MessageService.listMessageEdits) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let seq = try Validate.seq(request.seq, "seq")
+            let revisions = try await self.messages.edits(TenantContext(principal), threadID: thread, seq: seq)
+            return ListMessageEditsResponse(
+                edits: revisions.map {
+                    MessageEdit(
+                        revision: UInt32($0.revision),
+                        body: $0.body,
+                        editedBy: Actor(userId: $0.editedBy, role: ChatProto.Role(storedName: $0.editedByRole)),
+                        editedAtUs: $0.editedAtMicros
+                    )
+                }
+            )
+        }
+        router.register(ChatMethods.MessageService.markRead) { request, context in
+            let principal = try context.requirePrincipal()
+            let thread = try Validate.uuid(request.threadId, "thread_id")
+            let (readSeq, unread) = try await self.messages.markRead(
+                TenantContext(principal),
+                threadID: thread,
+                upTo: Int64(clamping: request.upToSeq)
+            )
+            return MarkReadResponse(readSeq: UInt64(readSeq), unreadCount: UInt64(max(0, unread)))
+        }
+    }
+}

@@ -1,0 +1,218 @@
+public import ChatAuth
+internal import ChatProto
+public import ChatRPC
+public import ChatStore
+
+extension TenantContext {
+    /// The context a principal's transactions run with: the storage layer's row-level security sees the same
+    /// tenant, user, role and learner scope the interceptor authorized.
+    public init(_ principal: Principal) {
+        let role: TenantContext.Role =
+            switch principal.role {
+            case .learner: .learner
+            case .guardian: .guardian
+            case .teacher: .teacher
+            case .tenantAdmin: .tenantAdmin
+            case .service: .service
+            case .privacyOfficer: .privacyOfficer
+            }
+        self.init(
+            tenantID: principal.tenantID,
+            userID: principal.userID,
+            role: role,
+            learnerScope: principal.learnerScope
+        )
+    }
+}
+
+extension StorageError: ChatStatusConvertible {
+    /// What a caller sees: not found and out of scope are the same NOT_FOUND; lost connections are retryable
+    /// UNAVAILABLE; anything else is INTERNAL without the database's text.
+    public var rpcError: RPCError {
+        switch self.code {
+        case .notFound: return RPCError(.notFound, "\(self.detail) not found")
+        case .conflict: return RPCError(.alreadyExists, self.detail)
+        case .permissionDenied: return RPCError(.permissionDenied, "not allowed: \(self.detail)")
+        case .failedPrecondition: return RPCError(.failedPrecondition, self.detail)
+        default:
+            if self.isRetryable {
+                return RPCError(
+                    .unavailable,
+                    "the database is unavailable; retry",
+                    details: [StatusDetail(detail: .retryInfo(RetryInfo(retryAfterMs: 200)))]
+                )
+            }
+            return RPCError(.internal, "internal storage error")
+        }
+    }
+}
+
+extension CallContext {
+    /// The authenticated principal, or UNAUTHENTICATED (a protected method always has one after the interceptor).
+    func requirePrincipal() throws -> Principal {
+        guard let principal = self.principal else { throw RPCError(.unauthenticated, "no credentials") }
+        return principal
+    }
+}
+
+/// Request validation: INVALID_ARGUMENT naming the field and the limit.
+enum Validate {
+    static func uuid(_ value: String, _ field: String) throws -> String {
+        let bytes = Array(value.utf8)
+        let valid =
+            bytes.count == 36
+            && bytes.enumerated().allSatisfy { index, byte in
+                [8, 13, 18, 23].contains(index)
+                    ? byte == UInt8(ascii: "-")
+                    : (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte) || (0x41...0x46).contains(byte)
+            }
+        guard valid else { throw RPCError.invalidArgument(field: field, "must be a UUID") }
+        return value.lowercased()
+    }
+
+    static func title(_ value: String) throws -> String {
+        let count = value.unicodeScalars.count
+        guard count >= 1, count <= 200 else { throw RPCError.invalidArgument(field: "title", "1 to 200 characters") }
+        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw RPCError.invalidArgument(field: "title", "no control characters")
+        }
+        return value
+    }
+
+    static func body(_ value: String) throws -> String {
+        let count = value.utf8.count
+        guard count >= 1, count <= 4096 else { throw RPCError.invalidArgument(field: "body", "1 to 4096 bytes") }
+        return value
+    }
+
+    static func idempotencyKey(_ value: String) throws -> String {
+        let count = value.utf8.count
+        guard count >= 1, count <= 64 else {
+            throw RPCError.invalidArgument(field: "idempotency_key", "1 to 64 bytes, required")
+        }
+        return value
+    }
+
+    static func pageSize(_ value: UInt32, field: String = "page.page_size") throws -> Int {
+        guard value <= 200 else { throw RPCError.invalidArgument(field: field, "at most 200") }
+        return value == 0 ? 50 : Int(value)
+    }
+
+    static func seq(_ value: UInt64, _ field: String) throws -> Int64 {
+        guard value >= 1, value <= UInt64(Int64.max) else { throw RPCError.invalidArgument(field: field, "at least 1") }
+        return Int64(value)
+    }
+}
+
+/// Opaque page tokens: base64url of a versioned, `|`-separated payload bound to the query they continue.
+enum PageToken {
+    static func encode(_ fields: [String]) -> String {
+        Base64URLText.encode(Array((["p1"] + fields).joined(separator: "|").utf8))
+    }
+
+    static func decode(_ token: String, count: Int, field: String = "page.page_token") throws -> [String] {
+        guard token.utf8.count <= 512, let bytes = Base64URLText.decode(token),
+            let text = String(validating: bytes, as: UTF8.self)
+        else {
+            throw RPCError.invalidArgument(field: field, "not a page token from this server")
+        }
+        let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == count + 1, parts[0] == "p1" else {
+            throw RPCError.invalidArgument(field: field, "not a page token from this server")
+        }
+        return Array(parts.dropFirst())
+    }
+}
+
+/// Base64url for page tokens.
+enum Base64URLText {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
+    static func encode(_ bytes: [UInt8]) -> String {
+        var output: [UInt8] = []
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for byte in bytes {
+            accumulator = accumulator << 8 | UInt32(byte)
+            bits += 8
+            while bits >= 6 {
+                bits -= 6
+                output.append(Self.alphabet[Int((accumulator >> UInt32(bits)) & 0x3F)])
+            }
+        }
+        if bits > 0 { output.append(Self.alphabet[Int((accumulator << UInt32(6 - bits)) & 0x3F)]) }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        var output: [UInt8] = []
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for character in text.utf8 {
+            guard let value = Self.alphabet.firstIndex(of: character) else { return nil }
+            accumulator = accumulator << 6 | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
+        }
+        return output
+    }
+}
+
+extension ChatProto.Role {
+    /// The contract's role for a stored role name.
+    init(storedName: String) {
+        switch storedName {
+        case "learner": self = .learner
+        case "guardian": self = .guardian
+        case "teacher": self = .teacher
+        case "tenant_admin": self = .tenantAdmin
+        case "service": self = .service
+        case "privacy_officer": self = .privacyOfficer
+        default: self = .unspecified
+        }
+    }
+}
+
+extension Thread {
+    init(_ record: ThreadRecord, unread: Int64) {
+        self.init(
+            id: record.id,
+            learnerId: record.learnerID,
+            title: record.title,
+            state: ThreadState(rawValue: Int32(record.state)),
+            lastSeq: UInt64(record.lastSeq),
+            createdAtUs: record.createdAtMicros,
+            lastActivityAtUs: record.lastActivityAtMicros,
+            createdBy: Actor(userId: record.createdBy, role: ChatProto.Role(storedName: record.createdByRole)),
+            unreadCount: UInt64(max(0, unread)),
+            updatedAtUs: record.updatedAtMicros
+        )
+    }
+}
+
+extension Message {
+    init(_ record: MessageRecord) {
+        self.init(
+            id: record.id,
+            threadId: record.threadID,
+            seq: UInt64(record.seq),
+            author: Actor(userId: record.authorID, role: ChatProto.Role(storedName: record.authorRole)),
+            body: record.body,
+            createdAtUs: record.createdAtMicros,
+            editedAtUs: record.editedAtMicros ?? 0,
+            editCount: UInt32(record.editCount),
+            deleted: record.deletedAtMicros.map {
+                Tombstone(
+                    deletedBy: Actor(
+                        userId: record.deletedBy ?? "",
+                        role: ChatProto.Role(storedName: record.deletedByRole ?? "")
+                    ),
+                    deletedAtUs: $0
+                )
+            }
+        )
+    }
+}

@@ -1,0 +1,97 @@
+public import ChatAuth
+internal import ChatProto
+public import ChatRPC
+public import ChatStore
+
+/// The thread RPCs: create, get, list, update, delete. Scope is checked here and, independently, by row-level
+/// security in every transaction.
+public struct ThreadService: Sendable {
+    let threads: ThreadRepository
+
+    /// Creates the service over a pool.
+    public init(pool: PGPool) {
+        self.threads = ThreadRepository(pool: pool)
+    }
+
+    /// Registers the methods.
+    public func register(in router: inout Router) {
+        router.register(ChatMethods.ThreadService.createThread) { request, context in
+            let principal = try context.requirePrincipal()
+            let learner = try Validate.uuid(request.learnerId, "learner_id")
+            let title = try Validate.title(request.title)
+            guard principal.hasInScope(learner) else {
+                throw RPCError(.permissionDenied, "learner_id: this learner is not in your scope")
+            }
+            let record = try await self.threads.create(TenantContext(principal), learnerID: learner, title: title)
+            return CreateThreadResponse(thread: Thread(record, unread: 0))
+        }
+        router.register(ChatMethods.ThreadService.getThread) { request, context in
+            let principal = try context.requirePrincipal()
+            let id = try Validate.uuid(request.threadId, "thread_id")
+            let (record, unread) = try await self.threads.get(TenantContext(principal), id: id)
+            return GetThreadResponse(thread: Thread(record, unread: unread))
+        }
+        router.register(ChatMethods.ThreadService.listThreads) { request, context in
+            let principal = try context.requirePrincipal()
+            let page = request.page ?? PageRequest()
+            let limit = try Validate.pageSize(page.pageSize)
+            let learner = request.learnerId.isEmpty ? nil : try Validate.uuid(request.learnerId, "learner_id")
+            let state: Int? =
+                switch request.state {
+                case .unspecified: nil
+                case .active: 1
+                case .archived: 2
+                case .unrecognized(let value): throw RPCError.invalidArgument(field: "state", "unknown state \(value)")
+                }
+            let filter = "\(learner ?? "*")/\(state.map(String.init) ?? "*")"
+            var cursor: ThreadCursor?
+            if !page.pageToken.isEmpty {
+                let fields = try PageToken.decode(page.pageToken, count: 3)
+                guard fields[2] == filter, let micros = Int64(fields[0]) else {
+                    throw RPCError.invalidArgument(field: "page.page_token", "belongs to another query")
+                }
+                cursor = ThreadCursor(activityMicros: micros, id: try Validate.uuid(fields[1], "page.page_token"))
+            }
+            let result = try await self.threads.list(
+                TenantContext(principal),
+                learnerID: learner,
+                state: state,
+                after: cursor,
+                limit: limit
+            )
+            return ListThreadsResponse(
+                threads: result.threads.map { Thread($0.0, unread: $0.unread) },
+                page: PageInfo(
+                    nextPageToken: result.next.map { PageToken.encode([String($0.activityMicros), $0.id, filter]) }
+                        ?? ""
+                )
+            )
+        }
+        router.register(ChatMethods.ThreadService.updateThread) { request, context in
+            let principal = try context.requirePrincipal()
+            let id = try Validate.uuid(request.threadId, "thread_id")
+            var title: String?
+            if case .title(let value)? = request.titleUpdate { title = try Validate.title(value) }
+            var state: Int?
+            if case .state(let value)? = request.stateUpdate {
+                switch value {
+                case .active: state = 1
+                case .archived: state = 2
+                default: throw RPCError.invalidArgument(field: "state", "ACTIVE or ARCHIVED")
+                }
+            }
+            guard title != nil || state != nil else {
+                throw RPCError.invalidArgument(field: "title", "set title or state (nothing to update)")
+            }
+            let record = try await self.threads.update(TenantContext(principal), id: id, title: title, state: state)
+            let (_, unread) = try await self.threads.get(TenantContext(principal), id: id)
+            return UpdateThreadResponse(thread: Thread(record, unread: unread))
+        }
+        router.register(ChatMethods.ThreadService.deleteThread) { request, context in
+            let principal = try context.requirePrincipal()
+            let id = try Validate.uuid(request.threadId, "thread_id")
+            try await self.threads.delete(TenantContext(principal), id: id)
+            return DeleteThreadResponse()
+        }
+    }
+}
