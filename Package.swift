@@ -220,6 +220,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "ChatServicesTests",
+            dependencies: ["ChatServices", "ChatAuth"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ChatStoreTests",
             dependencies: [
                 "ChatStore",

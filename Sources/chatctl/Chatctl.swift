@@ -12,7 +12,7 @@ struct Chatctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatctl",
         abstract: "Talk to a chatd server.",
-        subcommands: [Health.self, Methods.self, Token.self]
+        subcommands: [Threads.self, Messages.self, Health.self, Methods.self, Token.self]
     )
 }
 

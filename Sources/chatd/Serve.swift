@@ -45,6 +45,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("auth-leeway"), help: "Clock skew tolerated on exp and nbf, seconds.")
     var leeway: Int64 = 30
 
+    @Option(name: .customLong("rate-per-user"), help: "Calls per second of one user (burst: twice that).")
+    var ratePerUser: Double = 50
+
+    @Option(name: .customLong("rate-per-service"), help: "Calls per second of one service principal.")
+    var ratePerService: Double = 2_000
+
+    @Option(name: .customLong("rate-per-tenant"), help: "Calls per second of one tenant, all principals together.")
+    var ratePerTenant: Double = 5_000
+
     @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
@@ -90,7 +99,18 @@ struct Serve: AsyncParsableCommand {
         let server = ChatServer(
             configuration: .init(host: String(host), port: port, tls: tls),
             router: router,
-            interceptors: [AuthInterceptor(verifier: verifier)],
+            interceptors: [
+                AuthInterceptor(verifier: verifier),
+                RateLimitInterceptor(
+                    limiter: RateLimiter(
+                        configuration: .init(
+                            perPrincipal: (self.ratePerUser, self.ratePerUser * 2),
+                            perService: (self.ratePerService, self.ratePerService * 2),
+                            perTenant: (self.ratePerTenant, self.ratePerTenant * 2)
+                        )
+                    )
+                ),
+            ],
             group: group,
             logger: logger
         )

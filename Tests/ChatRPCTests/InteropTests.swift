@@ -29,14 +29,28 @@ struct InteropTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    func python(_ port: Int, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    func python(_ port: Int, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let root = Self.root
+        let ca = try TestCertificates.path("ca.pem")
+        return try await withCheckedThrowingContinuation { continuation in
+            // Waiting for the program blocks a thread: never one of the cooperative pool, which the in-process
+            // server's handlers need.
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try Self.pythonBlocking(root: root, ca: ca, port, arguments) })
+            }
+        }
+    }
+
+    static func pythonBlocking(root: URL, ca: String, _ port: Int, _ arguments: [String]) throws
+        -> (status: Int32, output: String)
+    {
         try runProgram(
             "/usr/bin/python3",
             [
-                Self.root.appendingPathComponent("clients/python/chat_client.py").path,
+                root.appendingPathComponent("clients/python/chat_client.py").path,
                 "--address", "127.0.0.1:\(port)",
-                "--ca", try TestCertificates.path("ca.pem"),
-                "--descriptors", Self.root.appendingPathComponent("Tests/ChatProtoTests/Resources/chat.desc").path,
+                "--ca", ca,
+                "--descriptors", root.appendingPathComponent("Tests/ChatProtoTests/Resources/chat.desc").path,
             ] + arguments
         )
     }
@@ -44,16 +58,16 @@ struct InteropTests {
     @Test("Health.Check and Health.Watch from Python, and an error status")
     func pythonClient() async throws {
         let server = try await TestServer()
-        let check = try self.python(server.port, ["check"])
+        let check = try await self.python(server.port, ["check"])
         #expect(check.status == 0, "\(check.output)")
         #expect(check.output.contains("check server: SERVING"), "\(check.output)")
 
-        let watch = try self.python(server.port, ["watch", "--service", "chat.v1.MessageService"])
+        let watch = try await self.python(server.port, ["watch", "--service", "chat.v1.MessageService"])
         #expect(watch.status == 0, "\(watch.output)")
         #expect(watch.output.contains("watch chat.v1.MessageService: SERVING"), "\(watch.output)")
         #expect(watch.output.contains("check after cancel: SERVING"), "\(watch.output)")
 
-        let unknown = try self.python(server.port, ["check", "--service", "nope"])
+        let unknown = try await self.python(server.port, ["check", "--service", "nope"])
         #expect(unknown.status == 1)
         #expect(unknown.output.contains("status 5"), "\(unknown.output)")
         try await server.stop()

@@ -10,9 +10,9 @@ struct RestartTests {
     /// Starts a private cluster and runs `body` with its superuser connection string; stops it afterwards.
     func withPrivateCluster(_ body: (String, String) async throws -> Void) async throws {
         let directory = "/tmp/chatd-restart-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        #expect(try TestDatabase.runScript(["scripts/pgcluster", "start", directory]) == 0)
+        #expect(try await TestDatabase.runScript(["scripts/pgcluster", "start", directory]) == 0)
         defer {
-            _ = try? TestDatabase.runScript(["scripts/pgcluster", "stop", directory])
+            _ = try? TestDatabase.runScriptBlocking(["scripts/pgcluster", "stop", directory])
             try? FileManager.default.removeItem(atPath: directory)
         }
         try await body("host=\(directory) port=5432 dbname=postgres user=postgres", directory)
@@ -30,7 +30,7 @@ struct RestartTests {
                 }
                 try await group.waitForAll()
             }
-            #expect(try TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
+            #expect(try await TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
 
             var failures = 0
             var successes = 0
@@ -50,7 +50,7 @@ struct RestartTests {
             #expect(successes >= 5)
 
             // A tenant transaction that finds its connection lost before COMMIT is retried transparently.
-            #expect(try TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
+            #expect(try await TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
             let context = TenantContext(tenantID: Fixture.tenantA, userID: "u", role: .service)
             let seen = try await pool.withTenantTransaction(context) { tx in
                 try tx.query("SELECT current_setting('app.tenant_id')").string(row: 0, column: 0)
@@ -74,7 +74,7 @@ struct RestartTests {
             #expect(await events.next() == .notification(channel: "chat_test", payload: "first"))
             sender.close()
 
-            #expect(try TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
+            #expect(try await TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
             #expect(await events.next() == .listening)
             let again = try PGConnection(conninfo: conninfo)
             try again.query("SELECT pg_notify('chat_test', 'second')")

@@ -114,7 +114,7 @@ func seedEveryTable(_ database: MigratedDatabase) throws -> [String: String] {
 struct RowLevelSecurityTests {
     @Test("catalog guard: every table with tenant data has RLS enabled, forced and a policy")
     func catalogGuard() throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try TestDatabase.makeMigratedBlocking()
         let superuser = try PGConnection(conninfo: database.superuser)
         #expect(try rowLevelSecurityViolations(superuser) == [])
         let tables = try superuser.query(
@@ -131,7 +131,7 @@ struct RowLevelSecurityTests {
 
     @Test("catalog guard catches a new table without row-level security")
     func catalogGuardCatchesNewTable() throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try TestDatabase.makeMigratedBlocking()
         let owner = try PGConnection(conninfo: database.owner)
         try owner.query("CREATE TABLE chat.sneaky (tenant_id uuid NOT NULL, note text)")
         try owner.query("CREATE TABLE chat.half (tenant_id uuid NOT NULL)")
@@ -142,7 +142,7 @@ struct RowLevelSecurityTests {
 
     @Test("tenant A sees none of tenant B's rows, in every table")
     func tenantIsolationReads() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         _ = try seedEveryTable(database)
         let pool = database.makePool(size: 2)
         defer { pool.shutdown() }
@@ -161,7 +161,7 @@ struct RowLevelSecurityTests {
 
     @Test("updates and deletes aimed at tenant B touch nothing; inserting a B row fails")
     func tenantIsolationWrites() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let threads = try seedEveryTable(database)
         let pool = database.makePool(size: 2)
         defer { pool.shutdown() }
@@ -210,7 +210,7 @@ struct RowLevelSecurityTests {
 
     @Test("with no context, every table shows nothing and refuses inserts")
     func noContextFailsClosed() throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try TestDatabase.makeMigratedBlocking()
         let threads = try seedEveryTable(database)
         let app = try PGConnection(conninfo: database.app)
         for (table, insert) in tenantTables {
@@ -224,7 +224,7 @@ struct RowLevelSecurityTests {
 
     @Test("a context never leaks into the next transaction on the same connection")
     func contextDoesNotLeak() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         _ = try seedEveryTable(database)
         // One connection, so both transactions run on it.
         let pool = database.makePool(size: 1)
@@ -250,7 +250,7 @@ struct RowLevelSecurityTests {
 
     @Test("learner scope: a guardian sees and writes only the rows of learners in scope")
     func learnerScope() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let threads = try seedEveryTable(database)
         let pool = database.makePool(size: 2)
         defer { pool.shutdown() }

@@ -6,7 +6,7 @@ import Testing
 struct SequenceTests {
     @Test("16 concurrent writers over 200 threads produce dense, ordered sequences with no gap")
     func denseUnderConcurrency() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let pool = database.makePool(size: 16)
         defer { pool.shutdown() }
         let context = Fixture.admin(Fixture.tenantA)
@@ -79,7 +79,7 @@ struct SequenceTests {
 
     @Test("a rolled-back send leaves no gap")
     func rollbackLeavesNoGap() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let pool = database.makePool(size: 2)
         defer { pool.shutdown() }
         let context = Fixture.admin(Fixture.tenantA)
@@ -110,7 +110,7 @@ struct SequenceTests {
 
     @Test("a retried send with the same key returns the same message; a different body is a conflict")
     func retryReturnsOriginal() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let pool = database.makePool(size: 2)
         defer { pool.shutdown() }
         let context = Fixture.admin(Fixture.tenantA)
@@ -134,7 +134,7 @@ struct SequenceTests {
 
     @Test("concurrent retries of one send create exactly one message")
     func concurrentRetries() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let pool = database.makePool(size: 8)
         defer { pool.shutdown() }
         let context = Fixture.admin(Fixture.tenantA)
@@ -155,7 +155,7 @@ struct SequenceTests {
 
     @Test("sending to a thread outside the scope or tenant is not found, and allocates nothing")
     func outOfScopeSend() async throws {
-        let database = try TestDatabase.makeMigrated()
+        let database = try await TestDatabase.makeMigrated()
         let pool = database.makePool(size: 2)
         defer { pool.shutdown() }
         let admin = Fixture.admin(Fixture.tenantA)

@@ -20,13 +20,13 @@ final class ServiceHarness: Sendable {
     let group: MultiThreadedEventLoopGroup
     let signer: JWSSigningKey
 
-    init() async throws {
-        self.database = try TestDatabase.makeMigrated()
+    init(rateLimit: RateLimiter.Configuration? = nil, extraKeys: [JWSVerificationKey] = []) async throws {
+        self.database = try await TestDatabase.makeMigrated()
         self.pool = self.database.makePool(size: 8)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         self.signer = JWSSigningKey.hmac(id: "k", secret: Array("service-harness-secret-0123456789".utf8))
         let verifier = TokenVerifier(
-            keys: JWKSet(keys: [try self.signer.verificationKey()]),
+            keys: JWKSet(keys: [try self.signer.verificationKey()] + extraKeys),
             issuer: "test",
             audience: "chatd"
         )
@@ -40,7 +40,8 @@ final class ServiceHarness: Sendable {
         self.server = ChatServer(
             configuration: .init(host: "127.0.0.1", port: 0, tls: tls),
             router: router,
-            interceptors: [AuthInterceptor(verifier: verifier)],
+            interceptors: [AuthInterceptor(verifier: verifier)]
+                + (rateLimit.map { [RateLimitInterceptor(limiter: RateLimiter(configuration: $0))] } ?? []),
             group: self.group,
             logger: Logger(label: "service-harness")
         )

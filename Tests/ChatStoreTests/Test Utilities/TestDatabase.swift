@@ -33,7 +33,14 @@ enum TestDatabase {
 
     /// A new database owned by `chat_owner`, migrated, with connection strings for the owner, the application role
     /// and the superuser.
-    static func makeMigrated() throws -> MigratedDatabase {
+    static func makeMigrated() async throws -> MigratedDatabase {
+        // libpq blocks: off the cooperative pool.
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try Self.makeMigratedBlocking() }) }
+        }
+    }
+
+    static func makeMigratedBlocking() throws -> MigratedDatabase {
         let name = "chat_t_\(UInt32.random(in: 0...UInt32.max))_\(UInt32.random(in: 0...UInt32.max))"
         let admin = try PGConnection(conninfo: try Self.conninfo)
         try admin.query("CREATE DATABASE \(name) OWNER chat_owner")
@@ -57,7 +64,13 @@ enum TestDatabase {
     /// Runs a command of the repository's scripts and returns its exit status. Uses posix_spawn and waitpid:
     /// Foundation's `Process.waitUntilExit` can hang when called from an async test.
     @discardableResult
-    static func runScript(_ arguments: [String]) throws -> Int32 {
+    static func runScript(_ arguments: [String]) async throws -> Int32 {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try Self.runScriptBlocking(arguments) }) }
+        }
+    }
+
+    static func runScriptBlocking(_ arguments: [String]) throws -> Int32 {
         let path = Self.repositoryRoot.appendingPathComponent(arguments[0]).path
         var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments.dropFirst()).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }

@@ -1,0 +1,141 @@
+public import ChatAuth
+internal import ChatProto
+public import ChatRPC
+internal import Foundation
+internal import Synchronization
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second. Pure logic, tested without a clock.
+public struct TokenBucket: Sendable, Hashable {
+    /// Sustained calls per second.
+    public let rate: Double
+    /// Calls allowed at once.
+    public let burst: Double
+    private var tokens: Double
+    private var updatedAt: Double
+
+    /// A full bucket at `now`.
+    public init(rate: Double, burst: Double, now: Double) {
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updatedAt = now
+    }
+
+    /// Takes one token at `now` (seconds).
+    ///
+    /// - Returns: nil when the call may go ahead; otherwise how many seconds until a token is available.
+    public mutating func take(now: Double) -> Double? {
+        self.tokens = min(self.burst, self.tokens + max(0, now - self.updatedAt) * self.rate)
+        self.updatedAt = max(self.updatedAt, now)
+        if self.tokens >= 1 {
+            self.tokens -= 1
+            return nil
+        }
+        return (1 - self.tokens) / self.rate
+    }
+
+    /// True when the bucket would be full at `now` (it can be forgotten).
+    func isFull(at now: Double) -> Bool {
+        self.tokens + max(0, now - self.updatedAt) * self.rate >= self.burst
+    }
+}
+
+/// Rate limits per principal and per tenant, with a separate (larger) budget for service principals.
+public final class RateLimiter: Sendable {
+    /// The budgets.
+    public struct Configuration: Sendable {
+        /// Calls per second and burst of one user.
+        public var perPrincipal: (rate: Double, burst: Double)
+        /// Calls per second and burst of one service principal.
+        public var perService: (rate: Double, burst: Double)
+        /// Calls per second and burst of one tenant, all its principals together.
+        public var perTenant: (rate: Double, burst: Double)
+
+        /// chatd's defaults.
+        public init(
+            perPrincipal: (rate: Double, burst: Double) = (50, 100),
+            perService: (rate: Double, burst: Double) = (2_000, 4_000),
+            perTenant: (rate: Double, burst: Double) = (5_000, 10_000)
+        ) {
+            self.perPrincipal = perPrincipal
+            self.perService = perService
+            self.perTenant = perTenant
+        }
+    }
+
+    /// Which budget ran out.
+    public enum Limit: String, Sendable, Hashable {
+        case principal
+        case tenant
+    }
+
+    private let configuration: Configuration
+    private let buckets = Mutex<[String: TokenBucket]>([:])
+    /// Beyond this many tracked keys, full buckets are forgotten (bounded memory).
+    private let maxKeys = 100_000
+
+    /// Creates a limiter.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// Takes a token from the principal's and the tenant's buckets.
+    ///
+    /// - Returns: nil when the call may go ahead; otherwise which limit and the seconds to wait.
+    public func check(_ principal: Principal, now: Double) -> (Limit, Double)? {
+        let own = principal.role == .service ? self.configuration.perService : self.configuration.perPrincipal
+        let tenant = self.configuration.perTenant
+        return self.buckets.withLock { buckets in
+            if buckets.count > self.maxKeys {
+                buckets = buckets.filter { !$0.value.isFull(at: now) }
+            }
+            let principalKey = "p|\(principal.tenantID)|\(principal.userID)"
+            let tenantKey = "t|\(principal.tenantID)"
+            var mine = buckets[principalKey] ?? TokenBucket(rate: own.rate, burst: own.burst, now: now)
+            if let wait = mine.take(now: now) {
+                buckets[principalKey] = mine
+                return (.principal, wait)
+            }
+            var shared = buckets[tenantKey] ?? TokenBucket(rate: tenant.rate, burst: tenant.burst, now: now)
+            if let wait = shared.take(now: now) {
+                buckets[tenantKey] = shared
+                return (.tenant, wait)
+            }
+            buckets[principalKey] = mine
+            buckets[tenantKey] = shared
+            return nil
+        }
+    }
+}
+
+/// Refuses calls over budget with RESOURCE_EXHAUSTED, a retry-after detail and the quota that ran out. Runs after
+/// `AuthInterceptor` (it needs the principal); public methods are not limited.
+public struct RateLimitInterceptor: ServerInterceptor {
+    let limiter: RateLimiter
+    let clock: @Sendable () -> Double
+
+    /// Creates the interceptor.
+    public init(limiter: RateLimiter, clock: (@Sendable () -> Double)? = nil) {
+        self.limiter = limiter
+        self.clock = clock ?? { Date().timeIntervalSince1970 }
+    }
+
+    public func intercept(_ context: CallContext, next: @Sendable (CallContext) async throws -> Void) async throws {
+        if let principal = context.principal, let (limit, wait) = self.limiter.check(principal, now: self.clock()) {
+            let milliseconds = UInt64(max(1, (wait * 1000).rounded(.up)))
+            throw RPCError(
+                .resourceExhausted,
+                "rate limit of the \(limit.rawValue) exceeded; retry after \(milliseconds) ms",
+                details: [
+                    StatusDetail(detail: .retryInfo(RetryInfo(retryAfterMs: milliseconds))),
+                    StatusDetail(
+                        detail: .quotaFailure(
+                            QuotaFailure(subject: limit.rawValue, description: "calls per second over the budget")
+                        )
+                    ),
+                ]
+            )
+        }
+        try await next(context)
+    }
+}
