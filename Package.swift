@@ -173,9 +173,16 @@ let package = Package(
         ),
 
         // MARK: Tests
+        .target(
+            name: "ChatTestSupport",
+            path: "Tests/ChatTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ChatProtoTests",
-            dependencies: ["ChatProto"],
+            dependencies: [
+                "ChatTestSupport", "ChatProto",
+            ],
             exclude: ["Resources"],
             swiftSettings: swiftSettings
         ),
@@ -201,6 +208,7 @@ let package = Package(
         .testTarget(
             name: "ChatRPCTests",
             dependencies: [
+                "ChatTestSupport",
                 "ChatAuth",
                 "ChatClient",
                 "ChatProto",
@@ -216,7 +224,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ChatAuthTests",
-            dependencies: ["ChatAuth"],
+            dependencies: [
+                "ChatTestSupport", "ChatAuth",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -227,6 +237,7 @@ let package = Package(
         .testTarget(
             name: "ChatStoreTests",
             dependencies: [
+                "ChatTestSupport",
                 "ChatStore",
                 "ChatAuth",
                 "ChatClient",

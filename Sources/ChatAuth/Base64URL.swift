@@ -1,6 +1,6 @@
 /// Base64url without padding (RFC 7515 section 2), strict: other characters, padding and impossible lengths are
 /// refused.
-enum Base64URL {
+package enum Base64URL {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
     private static let values: [UInt8] = {
         var table = [UInt8](repeating: 0xFF, count: 256)
@@ -9,7 +9,7 @@ enum Base64URL {
     }()
 
     /// Decodes; nil when the text is not strict base64url.
-    static func decode<S: Collection>(_ text: S) -> [UInt8]? where S.Element == UInt8 {
+    package static func decode<S: Collection>(_ text: S) -> [UInt8]? where S.Element == UInt8 {
         guard text.count % 4 != 1 else { return nil }
         var output: [UInt8] = []
         output.reserveCapacity(text.count * 3 / 4)
@@ -31,7 +31,7 @@ enum Base64URL {
     }
 
     /// Encodes without padding.
-    static func encode(_ bytes: some Collection<UInt8>) -> String {
+    package static func encode(_ bytes: some Collection<UInt8>) -> String {
         var output: [UInt8] = []
         output.reserveCapacity((bytes.count * 4 + 2) / 3)
         var accumulator: UInt32 = 0

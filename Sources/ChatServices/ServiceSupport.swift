@@ -107,11 +107,11 @@ enum Validate {
 /// Opaque page tokens: base64url of a versioned, `|`-separated payload bound to the query they continue.
 enum PageToken {
     static func encode(_ fields: [String]) -> String {
-        Base64URLText.encode(Array((["p1"] + fields).joined(separator: "|").utf8))
+        Base64URL.encode(Array((["p1"] + fields).joined(separator: "|").utf8))
     }
 
     static func decode(_ token: String, count: Int, field: String = "page.page_token") throws -> [String] {
-        guard token.utf8.count <= 512, let bytes = Base64URLText.decode(token),
+        guard token.utf8.count <= 512, let bytes = Base64URL.decode(Array(token.utf8)),
             let text = String(validating: bytes, as: UTF8.self)
         else {
             throw RPCError.invalidArgument(field: field, "not a page token from this server")
@@ -121,43 +121,6 @@ enum PageToken {
             throw RPCError.invalidArgument(field: field, "not a page token from this server")
         }
         return Array(parts.dropFirst())
-    }
-}
-
-/// Base64url for page tokens.
-enum Base64URLText {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-
-    static func encode(_ bytes: [UInt8]) -> String {
-        var output: [UInt8] = []
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for byte in bytes {
-            accumulator = accumulator << 8 | UInt32(byte)
-            bits += 8
-            while bits >= 6 {
-                bits -= 6
-                output.append(Self.alphabet[Int((accumulator >> UInt32(bits)) & 0x3F)])
-            }
-        }
-        if bits > 0 { output.append(Self.alphabet[Int((accumulator << UInt32(6 - bits)) & 0x3F)]) }
-        return String(decoding: output, as: UTF8.self)
-    }
-
-    static func decode(_ text: String) -> [UInt8]? {
-        var output: [UInt8] = []
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for character in text.utf8 {
-            guard let value = Self.alphabet.firstIndex(of: character) else { return nil }
-            accumulator = accumulator << 6 | UInt32(value)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-            }
-        }
-        return output
     }
 }
 

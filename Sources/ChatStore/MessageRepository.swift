@@ -215,6 +215,15 @@ public struct MessageRepository: Sendable {
         }
     }
 
+    /// Whether the message exists for the caller and is deleted: read after an edit or a delete that changed
+    /// nothing, to say why.
+    static func stateStatement(_ context: TenantContext, threadID: String, seq: Int64) -> SQL {
+        """
+        SELECT deleted_at IS NOT NULL AS deleted FROM chat.messages
+        WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
+        """
+    }
+
     /// Why an edit or a delete did not happen.
     static func explainMissing(_ result: PGResult, userID: String) throws -> StorageError {
         guard result.rowCount == 1 else { return StorageError(code: .notFound, detail: "message") }
@@ -260,10 +269,7 @@ public struct MessageRepository: Sendable {
             )
             SELECT \(unsafeRaw: MessageRecord.columns) FROM updated
             """,
-            """
-            SELECT deleted_at IS NOT NULL AS deleted FROM chat.messages
-            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
-            """,
+            Self.stateStatement(context, threadID: threadID, seq: seq),
         ]
         return try await self.pool.tenantBatch(context, statements) { results in
             guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1], userID: context.userID) }
@@ -296,10 +302,7 @@ public struct MessageRepository: Sendable {
             )
             SELECT \(unsafeRaw: MessageRecord.columns) FROM updated
             """,
-            """
-            SELECT deleted_at IS NOT NULL AS deleted FROM chat.messages
-            WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
-            """,
+            Self.stateStatement(context, threadID: threadID, seq: seq),
         ]
         return try await self.pool.tenantBatch(context, statements) { results in
             guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1], userID: context.userID) }

@@ -1,3 +1,4 @@
+import ChatTestSupport
 import Foundation
 import Testing
 
@@ -182,22 +183,5 @@ struct TokenVerifierTests {
         let full = Principal(claims: try keys.verifier.verify(try keys.ed.sign(claims: goodClaims()), now: now))
         #expect(full.permissions == AuthorizationTable.rolePermissions[.guardian])
         #expect(full.hasInScope(learner) && !full.hasInScope("b1000000-0000-4000-8000-000000000021"))
-    }
-}
-
-/// A small deterministic generator for reproducible random tests.
-struct SplitMix64 {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        self.state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

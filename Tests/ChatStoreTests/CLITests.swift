@@ -3,43 +3,9 @@ import ChatClient
 import ChatProto
 import ChatRPC
 import ChatServices
+import ChatTestSupport
 import Foundation
 import Testing
-
-/// Runs a program to completion off the cooperative pool (waiting blocks a thread, and the in-process server's
-/// handlers need the pool's few threads) and returns its exit status and output.
-func run(_ path: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
-    try await offPool { try runBlocking(path, arguments) }
-}
-
-/// Runs `work` on a Dispatch thread, never on the cooperative pool.
-func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
-    }
-}
-
-/// Runs a program to completion with posix_spawn and returns its exit status and output.
-func runBlocking(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-\(UUID()).txt").path
-    defer { try? FileManager.default.removeItem(atPath: outputPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, path, &actions, nil, &argv, environ)
-    guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 {
-        guard errno == EINTR else { throw POSIXError(.ECHILD) }
-    }
-    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    return ((status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1, output)
-}
 
 @Suite("chatctl against a real server, as in the README walkthrough")
 struct CLITests {
@@ -53,13 +19,15 @@ struct CLITests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let key = "\(directory)/signing.pem"
-        #expect(try await run("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0)
-        let jwks = try await run(Self.chatctl, ["token", "jwks", "--key", key, "--kid", "dev"])
+        #expect(
+            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
+        )
+        let jwks = try await runProgram(Self.chatctl, ["token", "jwks", "--key", key, "--kid", "dev"])
         #expect(jwks.status == 0, "\(jwks.output)")
         let keys = try JWKSet(json: Array(jwks.output.utf8))
         let harness = try await ServiceHarness(extraKeys: Array(keys.keys.values))
 
-        let minted = try await run(
+        let minted = try await runProgram(
             Self.chatctl,
             [
                 "token", "mint", "--key", key, "--issuer", "test", "--tenant", Fixture.tenantA, "--sub", "guardian-9",
@@ -74,7 +42,7 @@ struct CLITests {
             "--address", "127.0.0.1:\(harness.port)", "--ca", "\(tls)/ca.pem", "--token", token, "--timeout", "120",
         ]
         func chatctl(_ arguments: [String]) async throws -> String {
-            let result = try await run(Self.chatctl, arguments + common)
+            let result = try await runProgram(Self.chatctl, arguments + common)
             #expect(result.status == 0, "chatctl \(arguments.joined(separator: " ")): \(result.output)")
             return result.output
         }
@@ -106,9 +74,9 @@ struct CLITests {
         #expect(try await chatctl(["threads", "get", thread, "--json"]).contains("\"state\":\"archived\""))
 
         // Errors come back as a clear message and a non-zero exit.
-        let refused = try await run(Self.chatctl, ["threads", "delete", thread] + common)
+        let refused = try await runProgram(Self.chatctl, ["threads", "delete", thread] + common)
         #expect(refused.status != 0 && refused.output.contains("threads.delete"), "\(refused.output)")
-        let invalid = try await run(Self.chatctl, ["messages", "send", thread, "--body", ""] + common)
+        let invalid = try await runProgram(Self.chatctl, ["messages", "send", thread, "--body", ""] + common)
         #expect(invalid.status != 0 && invalid.output.contains("body"), "\(invalid.output)")
         try await harness.stop()
     }
@@ -119,7 +87,8 @@ struct RateLimitTests {
     @Test("a principal over budget gets RESOURCE_EXHAUSTED with retry-after; others are unaffected")
     func limited() async throws {
         let harness = try await ServiceHarness(
-            rateLimit: .init(perPrincipal: (1, 5), perService: (1, 5), perTenant: (100, 100))
+            // A refill so slow it cannot matter however loaded the machine is: five calls, then refused.
+            rateLimit: .init(perPrincipal: (0.01, 5), perService: (0.01, 5), perTenant: (100, 100))
         )
         let admin = try harness.client(.tenantAdmin)
         let other = try harness.client(.tenantAdmin, user: "other")
@@ -135,7 +104,7 @@ struct RateLimitTests {
         let retryAfter = limited?.details.compactMap {
             if case .retryInfo(let info)? = $0.detail { info.retryAfterMs } else { nil }
         }.first
-        #expect(retryAfter != nil && retryAfter! > 0 && retryAfter! <= 1000)
+        #expect(retryAfter != nil && retryAfter! > 0 && retryAfter! <= 100_000)
         #expect(
             limited?.details.contains {
                 if case .quotaFailure(let q)? = $0.detail { q.subject == "principal" } else { false }

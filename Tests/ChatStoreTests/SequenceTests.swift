@@ -1,3 +1,4 @@
+import ChatTestSupport
 import Testing
 
 @testable import ChatStore
@@ -179,22 +180,5 @@ struct SequenceTests {
         } throws: { error in
             (error as? StorageError)?.code == .permissionDenied
         }
-    }
-}
-
-/// A small deterministic generator for reproducible random tests.
-struct SplitMix64 {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        self.state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,3 +1,4 @@
+import ChatTestSupport
 import Foundation
 import Logging
 import Testing
@@ -35,9 +36,7 @@ enum TestDatabase {
     /// and the superuser.
     static func makeMigrated() async throws -> MigratedDatabase {
         // libpq blocks: off the cooperative pool.
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try Self.makeMigratedBlocking() }) }
-        }
+        try await offPool { try Self.makeMigratedBlocking() }
     }
 
     static func makeMigratedBlocking() throws -> MigratedDatabase {
@@ -65,24 +64,12 @@ enum TestDatabase {
     /// Foundation's `Process.waitUntilExit` can hang when called from an async test.
     @discardableResult
     static func runScript(_ arguments: [String]) async throws -> Int32 {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try Self.runScriptBlocking(arguments) }) }
-        }
+        try await offPool { try Self.runScriptBlocking(arguments) }
     }
 
     static func runScriptBlocking(_ arguments: [String]) throws -> Int32 {
-        let path = Self.repositoryRoot.appendingPathComponent(arguments[0]).path
-        var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments.dropFirst()).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, nil, nil, &argv, environ)
-        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw POSIXError(.ECHILD) }
-        }
-        // WIFEXITED / WEXITSTATUS
-        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1
+        try runProgramBlocking(Self.repositoryRoot.appendingPathComponent(arguments[0]).path, Array(arguments.dropFirst()))
+            .status
     }
 }
 
