@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .executable(name: "chatd", targets: ["chatd"]),
         .executable(name: "chatctl", targets: ["chatctl"]),
+        .executable(name: "chat-bench", targets: ["chat-bench"]),
         .library(name: "ChatProto", targets: ["ChatProto"]),
     ],
     dependencies: [
@@ -164,6 +165,19 @@ let package = Package(
                 "ChatClient",
                 "ChatProto",
                 "ChatRPC",
+                "ChatTLS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "chat-bench",
+            dependencies: [
+                "ChatClient",
+                "ChatProto",
                 "ChatTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
