@@ -83,8 +83,12 @@ public struct ThreadService: Sendable {
             guard title != nil || state != nil else {
                 throw RPCError.invalidArgument(field: "title", "set title or state (nothing to update)")
             }
-            let record = try await self.threads.update(TenantContext(principal), id: id, title: title, state: state)
-            let (_, unread) = try await self.threads.get(TenantContext(principal), id: id)
+            let (record, unread) = try await self.threads.update(
+                TenantContext(principal),
+                id: id,
+                title: title,
+                state: state
+            )
             return UpdateThreadResponse(thread: Thread(record, unread: unread))
         }
         router.register(ChatMethods.ThreadService.deleteThread) { request, context in

@@ -124,10 +124,13 @@ public struct ThreadRepository: Sendable {
         }
     }
 
-    /// Changes a thread's title and/or state (1 active, 2 archived), and records the event.
+    /// Changes a thread's title and/or state (1 active, 2 archived), and records the event; returns the thread with
+    /// the caller's unread count, in the same round trip.
     ///
     /// - Throws: `.notFound` when it does not exist or is outside the caller's tenant or scope.
-    public func update(_ context: TenantContext, id: String, title: String?, state: Int?) async throws -> ThreadRecord {
+    public func update(_ context: TenantContext, id: String, title: String?, state: Int?) async throws
+        -> (ThreadRecord, unread: Int64)
+    {
         let statement: SQL = """
             WITH updated AS (
                 UPDATE chat.threads
@@ -140,11 +143,14 @@ public struct ThreadRepository: Sendable {
                        jsonb_build_object('title', title, 'state', state, 'updated_by', \(context.userID)::text)
                 FROM updated
             )
-            SELECT \(unsafeRaw: ThreadRecord.columns) FROM updated
+            SELECT \(unsafeRaw: ThreadRecord.columns(alias: "u.")), u.last_seq - coalesce(r.read_seq, 0) AS unread
+            FROM updated u
+            LEFT JOIN chat.read_cursors r
+                ON r.tenant_id = u.tenant_id AND r.thread_id = u.id AND r.user_id = \(context.userID)
             """
         return try await self.pool.tenantBatch(context, [statement]) { results in
             guard results[0].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
-            return try ThreadRecord(results[0], row: 0)
+            return (try ThreadRecord(results[0], row: 0), try results[0].requiredInt64(row: 0, column: "unread"))
         }
     }
 
