@@ -60,11 +60,13 @@ public struct ResponseStream<Response: ProtoMessage>: AsyncSequence, Sendable {
 final class ChatConnection: Sendable {
     let channel: any Channel
     let handler: NIOLoopBound<ClientConnectionHandler>
+    private let usability: ConnectionUsability
     private let tokens = Atomic<UInt64>(0)
 
-    init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>) {
+    init(channel: any Channel, handler: NIOLoopBound<ClientConnectionHandler>, usability: ConnectionUsability) {
         self.channel = channel
         self.handler = handler
+        self.usability = usability
     }
 
     static func connect(
@@ -76,6 +78,7 @@ final class ChatConnection: Sendable {
     ) async throws -> ChatConnection {
         let eventLoop = group.next()
         let ready = eventLoop.makePromise(of: Void.self)
+        let usability = ConnectionUsability()
         let channel = try await ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
@@ -84,7 +87,7 @@ final class ChatConnection: Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: tls, serverName: serverName ?? host))
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(expectsPreface: false)))
-                    try sync.addHandler(ClientConnectionHandler(ready: ready))
+                    try sync.addHandler(ClientConnectionHandler(ready: ready, usable: usability))
                 }
             }
             .connect(host: host, port: port)
@@ -96,17 +99,11 @@ final class ChatConnection: Sendable {
                 eventLoop: channel.eventLoop
             )
         }.get()
-        return ChatConnection(channel: channel, handler: handler)
+        return ChatConnection(channel: channel, handler: handler, usability: usability)
     }
 
-    /// True while the connection takes new calls.
-    var isUsable: Bool {
-        get async {
-            guard self.channel.isActive else { return false }
-            let handler = self.handler
-            return (try? await self.channel.eventLoop.submit { !handler.value.isGoingAway }.get()) ?? false
-        }
-    }
+    /// True while the connection takes new calls (no hop to the event loop: an atomic flag the handler keeps).
+    var isUsable: Bool { self.usability.isUsable }
 
     /// Starts a call and returns its response messages, and what to call as they are consumed.
     func call(
@@ -191,7 +188,7 @@ public final class ChatClient: Sendable {
 
     private func connection() async throws -> ChatConnection {
         let existing = self.current.withLock { $0 }
-        if let existing, let connection = try? await existing.value, await connection.isUsable {
+        if let existing, let connection = try? await existing.value, connection.isUsable {
             return connection
         }
         let fresh = self.current.withLock { current -> Task<ChatConnection, any Error> in
@@ -227,7 +224,8 @@ public final class ChatClient: Sendable {
         _ method: ChatMethod<Request, Response>,
         _ request: Request,
         options: CallOptions,
-        attempt: UInt32
+        attempt: UInt32,
+        returnsCredit: Bool = true
     ) async throws -> ResponseStream<Response> {
         var body = ByteBuffer()
         try body.writeEnvelope(request)
@@ -237,7 +235,9 @@ public final class ChatClient: Sendable {
             request: body,
             timeout: options.timeout
         )
-        return ResponseStream(messages: messages, consumed: consumed)
+        // A unary call ends with its one response: returning its credit would only cost a hop.
+        let noCredit: @Sendable (Int) -> Void = { _ in }
+        return ResponseStream(messages: messages, consumed: returnsCredit ? consumed : noCredit)
     }
 
     /// Calls a unary method. A call the server did not process (refused, or caught by a GOAWAY) is retried once on a
@@ -252,7 +252,13 @@ public final class ChatClient: Sendable {
         var attempt: UInt32 = 0
         while true {
             do {
-                let stream = try await self.open(method, request, options: options, attempt: attempt)
+                let stream = try await self.open(
+                    method,
+                    request,
+                    options: options,
+                    attempt: attempt,
+                    returnsCredit: false
+                )
                 var response: Response?
                 for try await message in stream {
                     guard response == nil else {

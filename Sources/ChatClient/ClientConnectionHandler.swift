@@ -4,6 +4,18 @@ internal import ChatTLS
 internal import ChatWire
 internal import DequeModule
 internal import NIOCore
+internal import Synchronization
+
+/// Whether a connection takes new calls, readable from any thread.
+final class ConnectionUsability: Sendable {
+    private let usable = Atomic<Bool>(true)
+
+    var isUsable: Bool { self.usable.load(ordering: .acquiring) }
+
+    func markUnusable() {
+        self.usable.store(false, ordering: .releasing)
+    }
+}
 
 /// The client side of one chat/1 connection, above TLS and the frame decoder. Opens a stream per call, sends the
 /// request within the flow-control windows, delivers response messages to the call's stream, and returns credit
@@ -68,12 +80,19 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var closed = false
     private var lastError: (any Error)?
     private let ready: EventLoopPromise<Void>
+    /// Read by callers on any thread, so that checking a connection before a call needs no hop to its event loop.
+    private let usable: ConnectionUsability
 
     /// True once the connection will take no new calls.
-    private(set) var isGoingAway = false
+    private(set) var isGoingAway = false {
+        didSet {
+            if self.isGoingAway { self.usable.markUnusable() }
+        }
+    }
 
-    init(ready: EventLoopPromise<Void>) {
+    init(ready: EventLoopPromise<Void>, usable: ConnectionUsability) {
         self.ready = ready
+        self.usable = usable
     }
 
     // MARK: - Channel events
@@ -172,6 +191,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.closed = true
         self.isGoingAway = true
+        self.usable.markUnusable()
         self.ready.fail(
             RPCError(
                 .unavailable,
