@@ -136,19 +136,18 @@ public final class ChatServer: Service, Sendable {
             return (state.channel, Array(state.connections.values))
         }
         try? await listener?.close()
-        for (channel, handler) in connections {
-            channel.eventLoop.execute { handler.value.drain() }
-        }
-        for (channel, _) in connections {
-            try? await channel.closeFuture.get()
-        }
+        await Self.drain(connections)
         self.logger.info("drained")
     }
 
     /// Drains every current connection gracefully (GOAWAY; calls in flight finish) while still accepting new ones:
     /// clients reconnect, which rebalances them across instances behind a load balancer.
     public func recycleConnections() async {
-        let connections = self.state.withLock { Array($0.connections.values) }
+        await Self.drain(self.state.withLock { Array($0.connections.values) })
+    }
+
+    /// Drains each connection on its event loop and waits until all have closed.
+    private static func drain(_ connections: [(any Channel, NIOLoopBound<ServerConnectionHandler>)]) async {
         for (channel, handler) in connections {
             channel.eventLoop.execute { handler.value.drain() }
         }

@@ -157,20 +157,6 @@ public struct MessageRepository: Sendable {
         }
     }
 
-    /// Reads the messages of a thread with a sequence greater than `afterSeq`, oldest first.
-    ///
-    /// - Parameters:
-    ///   - afterSeq: 0 for the beginning.
-    ///   - limit: at most this many.
-    public func list(
-        _ context: TenantContext,
-        threadID: String,
-        afterSeq: Int64,
-        limit: Int
-    ) async throws -> [MessageRecord] {
-        try await self.list(context, threadID: threadID, bound: .after(afterSeq), limit: limit)
-    }
-
     /// Which messages a page holds.
     public enum Bound: Sendable, Hashable {
         /// Oldest first, strictly after this sequence.
@@ -225,7 +211,7 @@ public struct MessageRepository: Sendable {
     }
 
     /// Why an edit or a delete did not happen.
-    static func explainMissing(_ result: PGResult, userID: String) throws -> StorageError {
+    static func explainMissing(_ result: PGResult) throws -> StorageError {
         guard result.rowCount == 1 else { return StorageError(code: .notFound, detail: "message") }
         if try result.bool(row: 0, column: result.column(named: "deleted")) == true {
             return StorageError(code: .failedPrecondition, detail: "the message was deleted")
@@ -272,7 +258,7 @@ public struct MessageRepository: Sendable {
             Self.stateStatement(context, threadID: threadID, seq: seq),
         ]
         return try await self.pool.tenantBatch(context, statements) { results in
-            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1], userID: context.userID) }
+            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1]) }
             return try MessageRecord(results[0], row: 0)
         }
     }
@@ -305,7 +291,7 @@ public struct MessageRepository: Sendable {
             Self.stateStatement(context, threadID: threadID, seq: seq),
         ]
         return try await self.pool.tenantBatch(context, statements) { results in
-            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1], userID: context.userID) }
+            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1]) }
             return try MessageRecord(results[0], row: 0)
         }
     }

@@ -3,6 +3,7 @@ import ChatClient
 import ChatProto
 import ChatRPC
 import ChatTLS
+import Foundation
 import NIOCore
 import NIOPosix
 
@@ -19,7 +20,7 @@ struct Chatctl: AsyncParsableCommand {
 /// How to reach the server.
 struct ConnectionOptions: ParsableArguments {
     @Option(name: .customLong("address"), help: "The server, host:port (env CHATCTL_ADDRESS).")
-    var address: String = ProcessEnvironment.value(for: "CHATCTL_ADDRESS") ?? "127.0.0.1:7443"
+    var address: String = ProcessInfo.processInfo.environment["CHATCTL_ADDRESS"] ?? "127.0.0.1:7443"
 
     @Option(name: .customLong("ca"), help: "PEM CA to verify the server with (env CHATCTL_CA).")
     var ca: String?
@@ -43,10 +44,10 @@ struct ConnectionOptions: ParsableArguments {
         else {
             throw ValidationError("--address must be host:port, not \(self.address)")
         }
-        guard let ca = self.ca ?? ProcessEnvironment.value(for: "CHATCTL_CA") else {
+        guard let ca = self.ca ?? ProcessInfo.processInfo.environment["CHATCTL_CA"] else {
             throw ValidationError("--ca is required (or set CHATCTL_CA)")
         }
-        let token = self.token ?? ProcessEnvironment.value(for: "CHATCTL_TOKEN")
+        let token = self.token ?? ProcessInfo.processInfo.environment["CHATCTL_TOKEN"]
         let tls = try TLSContext(
             configuration: .client(trustRoots: ca, certificate: self.certificate, privateKey: self.key)
         )

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ChatStore
+import Foundation
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -31,7 +32,7 @@ struct CommonOptions: ParsableArguments {
 
     /// The database URL from the flag or the environment.
     func resolvedDatabaseURL() throws -> String {
-        if let url = self.databaseURL ?? ProcessInfoEnvironment.value(for: "CHATD_DATABASE_URL") {
+        if let url = self.databaseURL ?? ProcessInfo.processInfo.environment["CHATD_DATABASE_URL"] {
             return url
         }
         throw ValidationError("no database: pass --database-url or set CHATD_DATABASE_URL")
