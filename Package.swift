@@ -108,7 +108,11 @@ let package = Package(
         // MARK: Services
         .target(
             name: "ChatServices",
-            dependencies: ["ChatAuth", "ChatProto", "ChatRPC", "ChatStore"],
+            dependencies: [
+                "ChatAuth", "ChatProto", "ChatRPC", "ChatStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
 

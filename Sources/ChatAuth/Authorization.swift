@@ -119,6 +119,9 @@ public struct Principal: Sendable, Hashable {
     public var learnerScope: [String]
     /// What the principal may do.
     public var permissions: Set<Permission>
+    /// When the credentials expire (the token's `exp`, seconds since the epoch); nil for certificate principals.
+    /// Long-lived streams end then.
+    public var expiresAt: Int64?
 
     /// A principal from token claims: the role's permissions, narrowed by the `permissions` claim when present.
     public init(claims: TokenClaims) {
@@ -129,17 +132,26 @@ public struct Principal: Sendable, Hashable {
             tenantID: claims.tenantID,
             role: claims.role,
             learnerScope: claims.learnerScope,
-            permissions: narrowed.map { granted.intersection($0) } ?? granted
+            permissions: narrowed.map { granted.intersection($0) } ?? granted,
+            expiresAt: claims.expiresAt
         )
     }
 
     /// Creates a principal.
-    public init(userID: String, tenantID: String, role: Role, learnerScope: [String], permissions: Set<Permission>) {
+    public init(
+        userID: String,
+        tenantID: String,
+        role: Role,
+        learnerScope: [String],
+        permissions: Set<Permission>,
+        expiresAt: Int64? = nil
+    ) {
         self.userID = userID
         self.tenantID = tenantID
         self.role = role
         self.learnerScope = learnerScope
         self.permissions = permissions
+        self.expiresAt = expiresAt
     }
 
     /// True when the principal may see rows of `learner`.

@@ -246,10 +246,14 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             self.cancelCall(stream.token, error: RPCError(.resourceExhausted, error.message))
             return
         }
-        // A message larger than the window could never complete if its bytes waited for the consumer: credit the
-        // partial message as it arrives (it is bounded by MAX_MESSAGE_SIZE).
+        // A message larger than the window could never complete if its bytes waited for the consumer: credit such a
+        // partial message as it arrives (it is bounded by MAX_MESSAGE_SIZE). A message that fits in the window is
+        // not prepaid: its bytes are credited when the consumer reads it, so a consumer that stops reading stops
+        // the sender after one window.
         let partial = stream.deframer.bufferedBytes
-        if partial > stream.prepaid {
+        if let size = stream.deframer.pendingEnvelopeSize, size > Self.settings.initialWindowSize,
+            partial > stream.prepaid
+        {
             let credit = partial - stream.prepaid
             stream.prepaid = partial
             self.write(.windowUpdate(stream: id, increment: UInt32(credit)))

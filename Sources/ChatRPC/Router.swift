@@ -13,13 +13,30 @@ public struct ResponseWriter<Response: ProtoMessage>: Sendable {
     public func write(_ response: Response) async throws {
         var buffer = ByteBuffer()
         try buffer.writeEnvelope(response)
-        try await self.sink.send(buffer)
+        try await self.sink.send(buffer, stallLimit: nil)
     }
+
+    /// Sends one response, waiting at most `stallLimit` for the client to make room for it: a client that reads
+    /// too slowly is told so instead of holding the stream (and its buffers) forever.
+    ///
+    /// - Throws: `ResponseStalled` when the client made no room in time; `CancellationError` as `write(_:)`.
+    public func write(_ response: Response, stallLimit: Duration) async throws {
+        var buffer = ByteBuffer()
+        try buffer.writeEnvelope(response)
+        try await self.sink.send(buffer, stallLimit: stallLimit)
+    }
+}
+
+/// A stream's client did not read its responses for the whole stall limit.
+public struct ResponseStalled: Error, Hashable, Sendable {
+    public init() {}
 }
 
 /// Where a call's encoded response envelopes go.
 protocol ResponseSink: Sendable {
-    func send(_ envelopes: ByteBuffer) async throws
+    /// Queues the envelopes; suspends until there is room for more, failing with `ResponseStalled` after
+    /// `stallLimit` without room.
+    func send(_ envelopes: ByteBuffer, stallLimit: Duration?) async throws
 }
 
 /// A method's handler, untyped: decodes the request, runs the typed handler, encodes the responses.
@@ -51,7 +68,7 @@ public struct Router: Sendable {
             let response = try await handler(request, context)
             var buffer = ByteBuffer()
             try buffer.writeEnvelope(response)
-            try await sink.send(buffer)
+            try await sink.send(buffer, stallLimit: nil)
         }
     }
 

@@ -414,6 +414,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     fileprivate func enqueue(
         _ stream: StreamID,
         _ envelopes: ByteBuffer,
+        stallLimit: Duration?,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
         guard self.context != nil, let call = self.calls[stream], !call.finished else {
@@ -428,6 +429,15 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         }
         let promise = eventLoop.makePromise(of: Void.self)
         call.waiters.append(promise)
+        if let stallLimit {
+            // The envelopes are queued; what fails after the limit is the wait for room for more.
+            let timer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(stallLimit)) {
+                let before = call.waiters.count
+                call.waiters.removeAll { $0.futureResult === promise.futureResult }
+                if call.waiters.count < before { promise.fail(ResponseStalled()) }
+            }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
+        }
         return promise.futureResult
     }
 
@@ -513,13 +523,13 @@ struct StreamSink: ResponseSink {
     let eventLoop: any EventLoop
     let stream: StreamID
 
-    func send(_ envelopes: ByteBuffer) async throws {
+    func send(_ envelopes: ByteBuffer, stallLimit: Duration?) async throws {
         try Task.checkCancellation()
         let handler = self.handler
         let stream = self.stream
         let eventLoop = self.eventLoop
         try await eventLoop.flatSubmit {
-            handler.value.enqueue(stream, envelopes, eventLoop: eventLoop)
+            handler.value.enqueue(stream, envelopes, stallLimit: stallLimit, eventLoop: eventLoop)
         }.get()
     }
 }
@@ -530,5 +540,13 @@ final class CallIDGenerator: Sendable {
 
     func next() -> UInt64 {
         self.counter.add(1, ordering: .relaxed).newValue
+    }
+}
+
+extension TimeAmount {
+    /// The same span as a `TimeAmount`.
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

@@ -6,10 +6,24 @@ public import ChatStore
 /// The message RPCs: send, get, list, edit, delete, edit history, mark read.
 public struct MessageService: Sendable {
     let messages: MessageRepository
+    let live: LiveHub?
 
-    /// Creates the service over a pool.
-    public init(pool: PGPool) {
+    /// Creates the service over a pool; `live` is told of every committed change, for live streams.
+    public init(pool: PGPool, live: LiveHub? = nil) {
         self.messages = MessageRepository(pool: pool)
+        self.live = live
+    }
+
+    /// Tells the live hub that a message changed (after its transaction committed).
+    func published(_ principal: Principal, _ record: MessageRecord) {
+        self.live?.published([
+            LiveChange(
+                tenantID: principal.tenantID,
+                threadID: record.threadID,
+                learnerID: record.learnerID,
+                eventSeq: record.eventSeq
+            )
+        ])
     }
 
     /// Registers the methods.
@@ -25,6 +39,7 @@ public struct MessageService: Sendable {
                 body: body,
                 idempotencyKey: key
             )
+            if outcome.created { self.published(principal, outcome.message) }
             return SendMessageResponse(message: Message(outcome.message))
         }
         router.register(ChatMethods.MessageService.getMessage) { request, context in
@@ -74,6 +89,7 @@ public struct MessageService: Sendable {
             let seq = try Validate.seq(request.seq, "seq")
             let body = try Validate.body(request.body)
             let record = try await self.messages.edit(TenantContext(principal), threadID: thread, seq: seq, body: body)
+            self.published(principal, record)
             return EditMessageResponse(message: Message(record))
         }
         router.register(ChatMethods.MessageService.deleteMessage) { request, context in
@@ -86,6 +102,7 @@ public struct MessageService: Sendable {
                 seq: seq,
                 moderator: principal.permissions.contains(.messagesModerate)
             )
+            self.published(principal, record)
             return DeleteMessageResponse(message: Message(record))
         }
         router.register(ChatMethods.MessageService.listMessageEdits) { request, context in

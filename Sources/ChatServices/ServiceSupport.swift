@@ -151,7 +151,8 @@ extension Thread {
             lastActivityAtUs: record.lastActivityAtMicros,
             createdBy: Actor(userId: record.createdBy, role: ChatProto.Role(storedName: record.createdByRole)),
             unreadCount: UInt64(max(0, unread)),
-            updatedAtUs: record.updatedAtMicros
+            updatedAtUs: record.updatedAtMicros,
+            eventSeq: UInt64(record.eventSeq)
         )
     }
 }

@@ -7,9 +7,11 @@ public import ChatStore
 /// security in every transaction.
 public struct ThreadService: Sendable {
     let threads: ThreadRepository
+    let live: LiveHub?
 
-    /// Creates the service over a pool.
-    public init(pool: PGPool) {
+    /// Creates the service over a pool; `live` is told of every committed change, for live streams.
+    public init(pool: PGPool, live: LiveHub? = nil) {
+        self.live = live
         self.threads = ThreadRepository(pool: pool)
     }
 
@@ -23,6 +25,7 @@ public struct ThreadService: Sendable {
                 throw RPCError(.permissionDenied, "learner_id: this learner is not in your scope")
             }
             let record = try await self.threads.create(TenantContext(principal), learnerID: learner, title: title)
+            self.published(principal, record, eventSeq: 0)
             return CreateThreadResponse(thread: Thread(record, unread: 0))
         }
         router.register(ChatMethods.ThreadService.getThread) { request, context in
@@ -89,13 +92,29 @@ public struct ThreadService: Sendable {
                 title: title,
                 state: state
             )
+            self.published(principal, record, eventSeq: record.eventSeq)
             return UpdateThreadResponse(thread: Thread(record, unread: unread))
         }
         router.register(ChatMethods.ThreadService.deleteThread) { request, context in
             let principal = try context.requirePrincipal()
             let id = try Validate.uuid(request.threadId, "thread_id")
-            try await self.threads.delete(TenantContext(principal), id: id)
+            let learner = try await self.threads.delete(TenantContext(principal), id: id)
+            self.live?.published([
+                LiveChange(tenantID: principal.tenantID, threadID: id, learnerID: learner, eventSeq: 0)
+            ])
             return DeleteThreadResponse()
         }
+    }
+
+    /// Tells the live hub that a thread changed (after its transaction committed).
+    func published(_ principal: Principal, _ record: ThreadRecord, eventSeq: Int64) {
+        self.live?.published([
+            LiveChange(
+                tenantID: principal.tenantID,
+                threadID: record.id,
+                learnerID: record.learnerID,
+                eventSeq: eventSeq
+            )
+        ])
     }
 }

@@ -14,12 +14,15 @@ public struct MessageRecord: Sendable, Hashable {
     public var deletedAtMicros: Int64?
     public var deletedBy: String?
     public var deletedByRole: String?
+    /// The position of the message's newest event in its thread's event sequence.
+    public var eventSeq: Int64
 
     static let columns = """
         id::text AS id, thread_id::text AS thread_id, seq, learner_id::text AS learner_id, author_id, author_role, \
         body, idempotency_key, (extract(epoch FROM created_at) * 1000000)::int8 AS created_at_us, \
         (extract(epoch FROM edited_at) * 1000000)::int8 AS edited_at_us, edit_count, \
-        (extract(epoch FROM deleted_at) * 1000000)::int8 AS deleted_at_us, deleted_by, deleted_by_role
+        (extract(epoch FROM deleted_at) * 1000000)::int8 AS deleted_at_us, deleted_by, deleted_by_role, \
+        event_seq
         """
 
     init(_ result: PGResult, row: Int) throws(StorageError) {
@@ -37,6 +40,7 @@ public struct MessageRecord: Sendable, Hashable {
         self.deletedAtMicros = try result.optionalInt64(row: row, column: "deleted_at_us")
         self.deletedBy = try result.optionalString(row: row, column: "deleted_by")
         self.deletedByRole = try result.optionalString(row: row, column: "deleted_by_role")
+        self.eventSeq = try result.requiredInt64(row: row, column: "event_seq")
     }
 }
 
@@ -74,13 +78,16 @@ public struct MessageRepository: Sendable {
         body: String,
         idempotencyKey: String
     ) async throws -> SendOutcome {
-        let statement = Self.sendStatement(context, threadID: threadID, body: body, idempotencyKey: idempotencyKey)
+        let statements = [
+            threadEventLock(threadID),
+            Self.sendStatement(context, threadID: threadID, body: body, idempotencyKey: idempotencyKey),
+        ]
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let outcome = try await self.pool.tenantBatch(context, [statement]) { results in
-                    let result = results[0]
+                let outcome = try await self.pool.tenantBatch(context, statements) { results in
+                    let result = results[1]
                     guard result.rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
                     return SendOutcome(
                         message: try MessageRecord(result, row: 0),
@@ -120,20 +127,23 @@ public struct MessageRepository: Sendable {
                   AND idempotency_key = \(idempotencyKey)
             ), bumped AS (
                 UPDATE chat.threads
-                SET last_seq = last_seq + 1, last_activity_at = clock_timestamp(), updated_at = clock_timestamp()
+                SET last_seq = last_seq + 1, event_seq = event_seq + 1, last_activity_at = clock_timestamp(),
+                    updated_at = clock_timestamp()
                 WHERE tenant_id = \(context.tenantID) AND id = \(threadID) AND NOT EXISTS (SELECT 1 FROM existing)
-                RETURNING tenant_id, id, learner_id, last_seq
+                RETURNING tenant_id, id, learner_id, last_seq, event_seq
             ), inserted AS (
                 INSERT INTO chat.messages
-                    (tenant_id, thread_id, seq, learner_id, author_id, author_role, body, idempotency_key, created_at)
+                    (tenant_id, thread_id, seq, learner_id, author_id, author_role, body, idempotency_key, created_at,
+                     event_seq)
                 SELECT tenant_id, id, last_seq, learner_id, \(context.userID), \(context.role.rawValue), \(body),
-                       \(idempotencyKey), clock_timestamp()
+                       \(idempotencyKey), clock_timestamp(), event_seq
                 FROM bumped
                 RETURNING \(unsafeRaw: columns)
             ), event AS (
-                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, payload)
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, event_seq, payload)
                 SELECT \(context.tenantID)::uuid, \(OutboxEventType.messageCreated), learner_id::uuid,
-                       thread_id::uuid, seq, jsonb_build_object('message_id', id, 'author_id', author_id, 'body', body)
+                       thread_id::uuid, seq, event_seq,
+                       jsonb_build_object('message_id', id, 'author_id', author_id, 'body', body)
                 FROM inserted
             )
             SELECT true AS created, * FROM inserted
@@ -225,6 +235,7 @@ public struct MessageRepository: Sendable {
         -> MessageRecord
     {
         let statements: [SQL] = [
+            threadEventLock(threadID),
             """
             WITH target AS (
                 SELECT * FROM chat.messages
@@ -242,14 +253,19 @@ public struct MessageRepository: Sendable {
                 SELECT tenant_id, thread_id, seq, edit_count + 2, learner_id, \(body), \(context.userID),
                        \(context.role.rawValue), clock_timestamp()
                 FROM target
+            ), bumped AS (
+                UPDATE chat.threads t SET event_seq = t.event_seq + 1
+                FROM target WHERE t.tenant_id = target.tenant_id AND t.id = target.thread_id
+                RETURNING t.event_seq
             ), updated AS (
-                UPDATE chat.messages m SET body = \(body), edited_at = clock_timestamp(), edit_count = m.edit_count + 1
-                FROM target
+                UPDATE chat.messages m SET body = \(body), edited_at = clock_timestamp(), edit_count = m.edit_count + 1,
+                    event_seq = bumped.event_seq
+                FROM target, bumped
                 WHERE m.tenant_id = target.tenant_id AND m.thread_id = target.thread_id AND m.seq = target.seq
                 RETURNING m.*
             ), event AS (
-                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, payload)
-                SELECT tenant_id, \(OutboxEventType.messageEdited), learner_id, thread_id, seq,
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, event_seq, payload)
+                SELECT tenant_id, \(OutboxEventType.messageEdited), learner_id, thread_id, seq, event_seq,
                        jsonb_build_object('message_id', id, 'edited_by', \(context.userID)::text, 'body', body)
                 FROM updated
             )
@@ -258,8 +274,8 @@ public struct MessageRepository: Sendable {
             Self.stateStatement(context, threadID: threadID, seq: seq),
         ]
         return try await self.pool.tenantBatch(context, statements) { results in
-            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1]) }
-            return try MessageRecord(results[0], row: 0)
+            guard results[1].rowCount == 1 else { throw try Self.explainMissing(results[2]) }
+            return try MessageRecord(results[1], row: 0)
         }
     }
 
@@ -269,20 +285,30 @@ public struct MessageRepository: Sendable {
         -> MessageRecord
     {
         let statements: [SQL] = [
+            threadEventLock(threadID),
             """
-            WITH updated AS (
-                UPDATE chat.messages
-                SET body = '', deleted_at = clock_timestamp(), deleted_by = \(context.userID),
-                    deleted_by_role = \(context.role.rawValue)
+            WITH target AS (
+                SELECT tenant_id, thread_id, seq FROM chat.messages
                 WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
                   AND deleted_at IS NULL AND (author_id = \(context.userID) OR \(moderator))
-                RETURNING *
+                FOR UPDATE
+            ), bumped AS (
+                UPDATE chat.threads t SET event_seq = t.event_seq + 1
+                FROM target WHERE t.tenant_id = target.tenant_id AND t.id = target.thread_id
+                RETURNING t.event_seq
+            ), updated AS (
+                UPDATE chat.messages m
+                SET body = '', deleted_at = clock_timestamp(), deleted_by = \(context.userID),
+                    deleted_by_role = \(context.role.rawValue), event_seq = bumped.event_seq
+                FROM target, bumped
+                WHERE m.tenant_id = target.tenant_id AND m.thread_id = target.thread_id AND m.seq = target.seq
+                RETURNING m.*
             ), history AS (
                 DELETE FROM chat.message_edits e USING updated
                 WHERE e.tenant_id = updated.tenant_id AND e.thread_id = updated.thread_id AND e.seq = updated.seq
             ), event AS (
-                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, payload)
-                SELECT tenant_id, \(OutboxEventType.messageDeleted), learner_id, thread_id, seq,
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, event_seq, payload)
+                SELECT tenant_id, \(OutboxEventType.messageDeleted), learner_id, thread_id, seq, event_seq,
                        jsonb_build_object('message_id', id, 'deleted_by', \(context.userID)::text)
                 FROM updated
             )
@@ -291,8 +317,8 @@ public struct MessageRepository: Sendable {
             Self.stateStatement(context, threadID: threadID, seq: seq),
         ]
         return try await self.pool.tenantBatch(context, statements) { results in
-            guard results[0].rowCount == 1 else { throw try Self.explainMissing(results[1]) }
-            return try MessageRecord(results[0], row: 0)
+            guard results[1].rowCount == 1 else { throw try Self.explainMissing(results[2]) }
+            return try MessageRecord(results[1], row: 0)
         }
     }
 

@@ -110,6 +110,7 @@ public struct Migrator: Sendable {
 public enum Migrations {
     /// The list `Migrator` applies.
     public static let all: [Migration] = [
-        Migration(version: 1, name: "initial schema, roles and row-level security", sql: migration0001)
+        Migration(version: 1, name: "initial schema, roles and row-level security", sql: migration0001),
+        Migration(version: 2, name: "event positions for live delivery", sql: migration0002),
     ]
 }

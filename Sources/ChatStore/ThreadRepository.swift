@@ -11,6 +11,10 @@ public struct ThreadRecord: Sendable, Hashable {
     public var createdAtMicros: Int64
     public var updatedAtMicros: Int64
     public var lastActivityAtMicros: Int64
+    /// The position of the thread's newest event (a message created, edited or deleted; the thread updated).
+    public var eventSeq: Int64
+    /// The position of the thread's newest update (0 when it was never updated).
+    public var metaEventSeq: Int64
 
     static let columns = Self.columns(alias: "")
 
@@ -21,7 +25,8 @@ public struct ThreadRecord: Sendable, Hashable {
         \(p)last_seq AS last_seq, \(p)created_by AS created_by, \(p)created_by_role AS created_by_role, \
         (extract(epoch FROM \(p)created_at) * 1000000)::int8 AS created_at_us, \
         (extract(epoch FROM \(p)updated_at) * 1000000)::int8 AS updated_at_us, \
-        (extract(epoch FROM \(p)last_activity_at) * 1000000)::int8 AS last_activity_at_us
+        (extract(epoch FROM \(p)last_activity_at) * 1000000)::int8 AS last_activity_at_us, \
+        \(p)event_seq AS event_seq, \(p)meta_event_seq AS meta_event_seq
         """
     }
 
@@ -36,6 +41,8 @@ public struct ThreadRecord: Sendable, Hashable {
         self.createdAtMicros = try result.requiredInt64(row: row, column: "created_at_us")
         self.updatedAtMicros = try result.requiredInt64(row: row, column: "updated_at_us")
         self.lastActivityAtMicros = try result.requiredInt64(row: row, column: "last_activity_at_us")
+        self.eventSeq = try result.requiredInt64(row: row, column: "event_seq")
+        self.metaEventSeq = try result.requiredInt64(row: row, column: "meta_event_seq")
     }
 
     static func all(_ result: PGResult) throws(StorageError) -> [ThreadRecord] {
@@ -104,23 +111,24 @@ public struct ThreadRepository: Sendable {
     /// Deletes a thread with its messages, edits and read cursors, and records the event.
     ///
     /// - Throws: `.notFound` when it does not exist or is outside the caller's tenant or scope.
-    public func delete(_ context: TenantContext, id: String) async throws {
+    /// - Returns: the learner the thread was about.
+    @discardableResult
+    public func delete(_ context: TenantContext, id: String) async throws -> String {
         let statement: SQL = """
             WITH deleted AS (
                 DELETE FROM chat.threads WHERE tenant_id = \(context.tenantID) AND id = \(id)
-                RETURNING tenant_id, id, learner_id, last_seq
+                RETURNING tenant_id, id, learner_id, last_seq, event_seq
             ), event AS (
-                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, payload)
-                SELECT tenant_id, \(OutboxEventType.threadDeleted), learner_id, id,
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, event_seq, payload)
+                SELECT tenant_id, \(OutboxEventType.threadDeleted), learner_id, id, event_seq + 1,
                        jsonb_build_object('deleted_by', \(context.userID)::text, 'messages', last_seq)
                 FROM deleted
             )
-            SELECT count(*) FROM deleted
+            SELECT learner_id::text AS learner_id FROM deleted
             """
-        try await self.pool.tenantBatch(context, [statement]) { results in
-            guard try results[0].int64(row: 0, column: 0) == 1 else {
-                throw StorageError(code: .notFound, detail: "thread")
-            }
+        return try await self.pool.tenantBatch(context, [threadEventLock(id), statement]) { results in
+            guard results[1].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
+            return try results[1].requiredString(row: 0, column: "learner_id")
         }
     }
 
@@ -134,12 +142,13 @@ public struct ThreadRepository: Sendable {
         let statement: SQL = """
             WITH updated AS (
                 UPDATE chat.threads
-                SET title = coalesce(\(title), title), state = coalesce(\(state)::smallint, state), updated_at = now()
+                SET title = coalesce(\(title), title), state = coalesce(\(state)::smallint, state), updated_at = now(),
+                    event_seq = event_seq + 1, meta_event_seq = event_seq + 1
                 WHERE tenant_id = \(context.tenantID) AND id = \(id)
                 RETURNING *
             ), event AS (
-                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, payload)
-                SELECT tenant_id, \(OutboxEventType.threadUpdated), learner_id, id,
+                INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, event_seq, payload)
+                SELECT tenant_id, \(OutboxEventType.threadUpdated), learner_id, id, event_seq,
                        jsonb_build_object('title', title, 'state', state, 'updated_by', \(context.userID)::text)
                 FROM updated
             )
@@ -148,9 +157,9 @@ public struct ThreadRepository: Sendable {
             LEFT JOIN chat.read_cursors r
                 ON r.tenant_id = u.tenant_id AND r.thread_id = u.id AND r.user_id = \(context.userID)
             """
-        return try await self.pool.tenantBatch(context, [statement]) { results in
-            guard results[0].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
-            return (try ThreadRecord(results[0], row: 0), try results[0].requiredInt64(row: 0, column: "unread"))
+        return try await self.pool.tenantBatch(context, [threadEventLock(id), statement]) { results in
+            guard results[1].rowCount == 1 else { throw StorageError(code: .notFound, detail: "thread") }
+            return (try ThreadRecord(results[1], row: 0), try results[1].requiredInt64(row: 0, column: "unread"))
         }
     }
 
@@ -218,6 +227,18 @@ public struct ThreadCursor: Sendable, Hashable {
         self.id = id
     }
 }
+
+/// The lock every transaction that records an event of a thread takes first, before it writes anything (so before
+/// it has a transaction id): a transaction-scoped advisory lock on the thread. A transaction's id is assigned at its
+/// first write, and a writer that waits for a row lock already has one; taking this lock first means that the
+/// events of one thread get increasing transaction ids in commit order, so the outbox read in `(tx_id, id)` order
+/// below the commit watermark keeps every thread's events in their order.
+func threadEventLock(_ threadID: String) -> SQL {
+    "SELECT pg_advisory_xact_lock(\(threadEventLockClass)::int4, hashtext(\(threadID)::uuid::text))"
+}
+
+/// The first key of the thread event locks: "chat" as a 32-bit integer.
+let threadEventLockClass: Int32 = 0x6368_6174
 
 /// The outbox event types (the contract's `EventType` numbers).
 public enum OutboxEventType {

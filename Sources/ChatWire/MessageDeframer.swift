@@ -23,6 +23,13 @@ public struct MessageDeframer: Sendable {
     /// Bytes buffered towards the next message.
     public var bufferedBytes: Int { self.buffer.readableBytes }
 
+    /// The whole envelope size (prefix included) of the partial message buffered, once its prefix has arrived.
+    public var pendingEnvelopeSize: Int? {
+        guard self.buffer.readableBytes >= WireConstants.envelopePrefixSize else { return nil }
+        let length = Int(self.buffer.getInteger(at: self.buffer.readerIndex + 1, as: UInt32.self)!)
+        return WireConstants.envelopePrefixSize + length
+    }
+
     /// Appends a DATA payload.
     public mutating func append(_ bytes: ByteBuffer) {
         if self.buffer.readableBytes == 0 {

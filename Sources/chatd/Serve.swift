@@ -54,6 +54,21 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("rate-per-tenant"), help: "Calls per second of one tenant, all principals together.")
     var ratePerTenant: Double = 5_000
 
+    @Option(name: .customLong("live-heartbeat"), help: "Seconds a live stream stays quiet before a heartbeat.")
+    var liveHeartbeat: Double = 15
+
+    @Option(
+        name: .customLong("live-stall-limit"),
+        help: "Seconds a live stream waits for a client that does not read before ending it (RESOURCE_EXHAUSTED)."
+    )
+    var liveStallLimit: Double = 30
+
+    @Option(
+        name: .customLong("live-check-interval"),
+        help: "Seconds between checks for changes whose notification was lost."
+    )
+    var liveCheckInterval: Double = 1
+
     @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
@@ -89,11 +104,30 @@ struct Serve: AsyncParsableCommand {
         defer { pool.shutdown() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
 
+        guard self.liveHeartbeat > 0, self.liveStallLimit > 0, self.liveCheckInterval > 0 else {
+            throw ValidationError("--live-heartbeat, --live-stall-limit and --live-check-interval must be positive")
+        }
+        let hub = LiveHub(
+            pool: pool,
+            configuration: .init(
+                listenConninfo: databaseURL,
+                checkInterval: .milliseconds(Int64(self.liveCheckInterval * 1000))
+            ),
+            logger: logger
+        )
         let health = HealthService(services: ChatMethods.all.map { String($0.path.split(separator: "/")[0]) })
         var router = Router()
         health.register(in: &router)
-        ThreadService(pool: pool).register(in: &router)
-        MessageService(pool: pool).register(in: &router)
+        ThreadService(pool: pool, live: hub).register(in: &router)
+        MessageService(pool: pool, live: hub).register(in: &router)
+        LiveService(
+            pool: pool,
+            hub: hub,
+            configuration: .init(
+                heartbeatInterval: .milliseconds(Int64(self.liveHeartbeat * 1000)),
+                stallLimit: .milliseconds(Int64(self.liveStallLimit * 1000))
+            )
+        ).register(in: &router)
         MethodListService.register(in: &router, serverVersion: chatdVersion)
 
         let server = ChatServer(
@@ -118,6 +152,8 @@ struct Serve: AsyncParsableCommand {
             configuration: .init(
                 services: [
                     .init(service: DatabaseProbe(pool: pool, logger: logger)),
+                    // Before the server: shut down after it, so that draining streams still get woken.
+                    .init(service: hub),
                     .init(service: server),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],

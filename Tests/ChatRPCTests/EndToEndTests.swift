@@ -2,6 +2,7 @@ import ChatClient
 import ChatProto
 import ChatRPC
 import ChatServices
+import ChatTestSupport
 import NIOCore
 import Testing
 
@@ -205,19 +206,6 @@ struct EndToEndTests {
         }
         await client.close()
         try await server.group.shutdownGracefully()
-    }
-}
-
-/// Polls `condition` until it holds, for at most 20 seconds (a loaded CI machine is slow; it returns at once when met).
-func waitUntil(_ condition: @Sendable () -> Bool) async throws {
-    let clock = ContinuousClock()
-    let deadline = clock.now + .seconds(20)
-    while !condition() {
-        guard clock.now < deadline else {
-            struct Timeout: Error {}
-            throw Timeout()
-        }
-        try await Task.sleep(for: .milliseconds(10))
     }
 }
 

@@ -1,6 +1,7 @@
 import ChatClient
 import ChatProto
 import ChatRPC
+import ChatTestSupport
 import ChatWire
 import NIOCore
 import Testing

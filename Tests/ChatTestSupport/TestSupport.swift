@@ -55,3 +55,23 @@ public func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) asy
         DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
     }
 }
+
+/// Polls `condition` until it holds, for at most `limit` (a loaded CI machine is slow; it returns at once when met).
+public func waitUntil(
+    _ what: String = "condition",
+    limit: Duration = .seconds(20),
+    _ condition: @Sendable () -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + limit
+    while !condition() {
+        guard clock.now < deadline else { throw WaitTimeout(what: what) }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+/// `waitUntil` gave up.
+public struct WaitTimeout: Error, CustomStringConvertible {
+    public let what: String
+    public var description: String { "timed out waiting for \(self.what)" }
+}

@@ -193,6 +193,8 @@ public struct Heartbeat: Hashable, Sendable {
 public struct WatchEvent: Hashable, Sendable {
     /// Field 10, `cursor`.
     public var cursor: String = ""
+    /// Field 11, `seq`.
+    public var seq: UInt64 = 0
     /// The oneof `event`; nil when no member is set.
     public var event: Event? = nil
 
@@ -202,9 +204,11 @@ public struct WatchEvent: Hashable, Sendable {
     /// Creates a message; every field defaults to its proto3 default.
     public init(
         cursor: String = "",
+        seq: UInt64 = 0,
         event: Event? = nil
     ) {
         self.cursor = cursor
+        self.seq = seq
         self.event = event
     }
 
@@ -447,6 +451,7 @@ extension WatchEvent: ProtoMessage, CProtoBridged {
 
     init(c: UnsafePointer<Chat__V1__WatchEvent>) {
         self.cursor = protoString(c.pointee.cursor)
+        self.seq = c.pointee.seq
         switch c.pointee.event_case.rawValue {
         case 1: self.event = .head(StreamHead(c: c.pointee.head!))
         case 2: self.event = .message(MessageEvent(c: c.pointee.message!))
@@ -459,6 +464,7 @@ extension WatchEvent: ProtoMessage, CProtoBridged {
     func fill(_ c: UnsafeMutablePointer<Chat__V1__WatchEvent>, arena: ProtoArena) throws(ProtoError) {
         protobuf_c_message_init(Self.cDescriptor, c)
         c.pointee.cursor = try arena.cString(self.cursor, field: "WatchEvent.cursor")
+        c.pointee.seq = self.seq
         switch self.event {
         case .head(let v)?:
             c.pointee.event_case = .init(rawValue: 1)

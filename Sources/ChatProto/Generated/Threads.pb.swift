@@ -27,6 +27,8 @@ public struct Thread: Hashable, Sendable {
     public var unreadCount: UInt64 = 0
     /// Field 10, `updated_at_us`.
     public var updatedAtUs: Int64 = 0
+    /// Field 11, `event_seq`.
+    public var eventSeq: UInt64 = 0
 
     /// Creates a message with every field at its proto3 default.
     public init() {}
@@ -42,7 +44,8 @@ public struct Thread: Hashable, Sendable {
         lastActivityAtUs: Int64 = 0,
         createdBy: Actor? = nil,
         unreadCount: UInt64 = 0,
-        updatedAtUs: Int64 = 0
+        updatedAtUs: Int64 = 0,
+        eventSeq: UInt64 = 0
     ) {
         self.id = id
         self.learnerId = learnerId
@@ -54,6 +57,7 @@ public struct Thread: Hashable, Sendable {
         self.createdBy = createdBy
         self.unreadCount = unreadCount
         self.updatedAtUs = updatedAtUs
+        self.eventSeq = eventSeq
     }
 }
 
@@ -328,6 +332,7 @@ extension Thread: ProtoMessage, CProtoBridged {
         self.createdBy = c.pointee.created_by.map { Actor(c: $0) }
         self.unreadCount = c.pointee.unread_count
         self.updatedAtUs = c.pointee.updated_at_us
+        self.eventSeq = c.pointee.event_seq
     }
 
     func fill(_ c: UnsafeMutablePointer<Chat__V1__Thread>, arena: ProtoArena) throws(ProtoError) {
@@ -342,6 +347,7 @@ extension Thread: ProtoMessage, CProtoBridged {
         if let v = self.createdBy { c.pointee.created_by = try arena.message(v) }
         c.pointee.unread_count = self.unreadCount
         c.pointee.updated_at_us = self.updatedAtUs
+        c.pointee.event_seq = self.eventSeq
     }
 }
 

@@ -32,7 +32,7 @@ enum Fixtures {
     }
 
     static func make_chat_v1_CreateThreadResponse_0() -> CreateThreadResponse {
-        CreateThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080))
+        CreateThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080, eventSeq: 120000000233))
     }
 
     static func make_chat_v1_DeleteMessageRequest_0() -> DeleteMessageRequest {
@@ -84,7 +84,7 @@ enum Fixtures {
     }
 
     static func make_chat_v1_ExportRecord_0() -> ExportRecord {
-        ExportRecord(resumeToken: "resume_token-ü€😀-10", record: .thread(Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080)))
+        ExportRecord(resumeToken: "resume_token-ü€😀-10", record: .thread(Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080, eventSeq: 120000000233)))
     }
 
     static func make_chat_v1_ExportRecord_1() -> ExportRecord {
@@ -136,7 +136,7 @@ enum Fixtures {
     }
 
     static func make_chat_v1_GetThreadResponse_0() -> GetThreadResponse {
-        GetThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080))
+        GetThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080, eventSeq: 120000000233))
     }
 
     static func make_chat_v1_HealthCheckRequest_0() -> HealthCheckRequest {
@@ -204,7 +204,7 @@ enum Fixtures {
     }
 
     static func make_chat_v1_ListThreadsResponse_0() -> ListThreadsResponse {
-        ListThreadsResponse(threads: [Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080), Thread(id: "id-ü€😀-3", learnerId: "learner_id-ü€😀-4", title: "title-ü€😀-5", state: ThreadState(rawValue: 1), lastSeq: 70000000138, createdAtUs: -8000000059, lastActivityAtUs: -9000000066, createdBy: Actor(userId: "user_id-ü€😀-3", role: Role(rawValue: 5)), unreadCount: 110000000214, updatedAtUs: -12000000087)], page: PageInfo(nextPageToken: "next_page_token-ü€😀-3"))
+        ListThreadsResponse(threads: [Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080, eventSeq: 120000000233), Thread(id: "id-ü€😀-3", learnerId: "learner_id-ü€😀-4", title: "title-ü€😀-5", state: ThreadState(rawValue: 1), lastSeq: 70000000138, createdAtUs: -8000000059, lastActivityAtUs: -9000000066, createdBy: Actor(userId: "user_id-ü€😀-3", role: Role(rawValue: 5)), unreadCount: 110000000214, updatedAtUs: -12000000087, eventSeq: 130000000252)], page: PageInfo(nextPageToken: "next_page_token-ü€😀-3"))
     }
 
     static func make_chat_v1_MarkReadRequest_0() -> MarkReadRequest {
@@ -356,11 +356,11 @@ enum Fixtures {
     }
 
     static func make_chat_v1_Thread_0() -> Thread {
-        Thread(id: "id-ü€😀-1", learnerId: "learner_id-ü€😀-2", title: "title-ü€😀-3", state: ThreadState(rawValue: 1), lastSeq: 50000000100, createdAtUs: -6000000045, lastActivityAtUs: -7000000052, createdBy: Actor(userId: "user_id-ü€😀-1", role: Role(rawValue: 3)), unreadCount: 90000000176, updatedAtUs: -10000000073)
+        Thread(id: "id-ü€😀-1", learnerId: "learner_id-ü€😀-2", title: "title-ü€😀-3", state: ThreadState(rawValue: 1), lastSeq: 50000000100, createdAtUs: -6000000045, lastActivityAtUs: -7000000052, createdBy: Actor(userId: "user_id-ü€😀-1", role: Role(rawValue: 3)), unreadCount: 90000000176, updatedAtUs: -10000000073, eventSeq: 110000000214)
     }
 
     static func make_chat_v1_ThreadEvent_0() -> ThreadEvent {
-        ThreadEvent(kind: ThreadEvent.Kind(rawValue: 2), thread: Thread(id: "id-ü€😀-3", learnerId: "learner_id-ü€😀-4", title: "title-ü€😀-5", state: ThreadState(rawValue: 1), lastSeq: 70000000138, createdAtUs: -8000000059, lastActivityAtUs: -9000000066, createdBy: Actor(userId: "user_id-ü€😀-3", role: Role(rawValue: 5)), unreadCount: 110000000214, updatedAtUs: -12000000087))
+        ThreadEvent(kind: ThreadEvent.Kind(rawValue: 2), thread: Thread(id: "id-ü€😀-3", learnerId: "learner_id-ü€😀-4", title: "title-ü€😀-5", state: ThreadState(rawValue: 1), lastSeq: 70000000138, createdAtUs: -8000000059, lastActivityAtUs: -9000000066, createdBy: Actor(userId: "user_id-ü€😀-3", role: Role(rawValue: 5)), unreadCount: 110000000214, updatedAtUs: -12000000087, eventSeq: 130000000252))
     }
 
     static func make_chat_v1_Tombstone_0() -> Tombstone {
@@ -376,23 +376,23 @@ enum Fixtures {
     }
 
     static func make_chat_v1_UpdateThreadResponse_0() -> UpdateThreadResponse {
-        UpdateThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080))
+        UpdateThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080, eventSeq: 120000000233))
     }
 
     static func make_chat_v1_WatchEvent_0() -> WatchEvent {
-        WatchEvent(cursor: "cursor-ü€😀-10", event: .head(StreamHead(headSeq: 20000000043, cursor: "cursor-ü€😀-3")))
+        WatchEvent(cursor: "cursor-ü€😀-10", seq: 110000000214, event: .head(StreamHead(headSeq: 20000000043, cursor: "cursor-ü€😀-3")))
     }
 
     static func make_chat_v1_WatchEvent_1() -> WatchEvent {
-        WatchEvent(cursor: "cursor-ü€😀-11", event: .message(MessageEvent(kind: MessageEvent.Kind(rawValue: 2), message: Message(id: "id-ü€😀-2", threadId: "thread_id-ü€😀-3", seq: 40000000081, author: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), body: "body-ü€😀-6", createdAtUs: -7000000052, editedAtUs: -8000000059, editCount: 118, deleted: Tombstone(deletedBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), deletedAtUs: -4000000031)))))
+        WatchEvent(cursor: "cursor-ü€😀-11", seq: 120000000233, event: .message(MessageEvent(kind: MessageEvent.Kind(rawValue: 2), message: Message(id: "id-ü€😀-2", threadId: "thread_id-ü€😀-3", seq: 40000000081, author: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), body: "body-ü€😀-6", createdAtUs: -7000000052, editedAtUs: -8000000059, editCount: 118, deleted: Tombstone(deletedBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), deletedAtUs: -4000000031)))))
     }
 
     static func make_chat_v1_WatchEvent_2() -> WatchEvent {
-        WatchEvent(cursor: "cursor-ü€😀-12", event: .thread(ThreadEvent(kind: ThreadEvent.Kind(rawValue: 3), thread: Thread(id: "id-ü€😀-4", learnerId: "learner_id-ü€😀-5", title: "title-ü€😀-6", state: ThreadState(rawValue: 2), lastSeq: 80000000157, createdAtUs: -9000000066, lastActivityAtUs: -10000000073, createdBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), unreadCount: 120000000233, updatedAtUs: -13000000094))))
+        WatchEvent(cursor: "cursor-ü€😀-12", seq: 130000000252, event: .thread(ThreadEvent(kind: ThreadEvent.Kind(rawValue: 3), thread: Thread(id: "id-ü€😀-4", learnerId: "learner_id-ü€😀-5", title: "title-ü€😀-6", state: ThreadState(rawValue: 2), lastSeq: 80000000157, createdAtUs: -9000000066, lastActivityAtUs: -10000000073, createdBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), unreadCount: 120000000233, updatedAtUs: -13000000094, eventSeq: 140000000271))))
     }
 
     static func make_chat_v1_WatchEvent_3() -> WatchEvent {
-        WatchEvent(cursor: "cursor-ü€😀-13", event: .heartbeat(Heartbeat(serverTimeUs: -4000000031)))
+        WatchEvent(cursor: "cursor-ü€😀-13", seq: 140000000271, event: .heartbeat(Heartbeat(serverTimeUs: -4000000031)))
     }
 
     static func make_chat_v1_WatchInboxRequest_0() -> WatchInboxRequest {
@@ -400,7 +400,7 @@ enum Fixtures {
     }
 
     static func make_chat_v1_WatchInboxResponse_0() -> WatchInboxResponse {
-        WatchInboxResponse(event: WatchEvent(cursor: "cursor-ü€😀-11", event: .message(MessageEvent(kind: MessageEvent.Kind(rawValue: 2), message: Message(id: "id-ü€😀-2", threadId: "thread_id-ü€😀-3", seq: 40000000081, author: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), body: "body-ü€😀-6", createdAtUs: -7000000052, editedAtUs: -8000000059, editCount: 118, deleted: Tombstone(deletedBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), deletedAtUs: -4000000031))))))
+        WatchInboxResponse(event: WatchEvent(cursor: "cursor-ü€😀-11", seq: 120000000233, event: .message(MessageEvent(kind: MessageEvent.Kind(rawValue: 2), message: Message(id: "id-ü€😀-2", threadId: "thread_id-ü€😀-3", seq: 40000000081, author: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), body: "body-ü€😀-6", createdAtUs: -7000000052, editedAtUs: -8000000059, editCount: 118, deleted: Tombstone(deletedBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), deletedAtUs: -4000000031))))))
     }
 
     static func make_chat_v1_WatchThreadRequest_0() -> WatchThreadRequest {
@@ -408,7 +408,7 @@ enum Fixtures {
     }
 
     static func make_chat_v1_WatchThreadResponse_0() -> WatchThreadResponse {
-        WatchThreadResponse(event: WatchEvent(cursor: "cursor-ü€😀-11", event: .message(MessageEvent(kind: MessageEvent.Kind(rawValue: 2), message: Message(id: "id-ü€😀-2", threadId: "thread_id-ü€😀-3", seq: 40000000081, author: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), body: "body-ü€😀-6", createdAtUs: -7000000052, editedAtUs: -8000000059, editCount: 118, deleted: Tombstone(deletedBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), deletedAtUs: -4000000031))))))
+        WatchThreadResponse(event: WatchEvent(cursor: "cursor-ü€😀-11", seq: 120000000233, event: .message(MessageEvent(kind: MessageEvent.Kind(rawValue: 2), message: Message(id: "id-ü€😀-2", threadId: "thread_id-ü€😀-3", seq: 40000000081, author: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), body: "body-ü€😀-6", createdAtUs: -7000000052, editedAtUs: -8000000059, editCount: 118, deleted: Tombstone(deletedBy: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), deletedAtUs: -4000000031))))))
     }
 
     /// Every fixture, in order of full name and seed.

@@ -10,8 +10,9 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// chatd's thread and message services on a migrated database, over real TLS, with real token authentication;
-/// clients are made per role.
+/// One chatd instance - the thread, message and live services, with its live hub - on a migrated database, over
+/// real TLS, with real token authentication; clients are made per role. Several instances may share one database
+/// (`sharing:`), as several chatd processes do.
 final class ServiceHarness: Sendable {
     let database: MigratedDatabase
     let pool: PGPool
@@ -19,11 +20,31 @@ final class ServiceHarness: Sendable {
     let port: Int
     let group: MultiThreadedEventLoopGroup
     let signer: JWSSigningKey
+    let hub: LiveHub
+    let hubTask: Task<Void, Never>
 
-    init(rateLimit: RateLimiter.Configuration? = nil, extraKeys: [JWSVerificationKey] = []) async throws {
-        self.database = try await TestDatabase.makeMigrated()
-        self.pool = self.database.makePool(size: 8)
+    init(
+        rateLimit: RateLimiter.Configuration? = nil,
+        extraKeys: [JWSVerificationKey] = [],
+        live: LiveService.Configuration = LiveService.Configuration(),
+        hub hubConfiguration: ((String) -> LiveHub.Configuration)? = nil,
+        sharing database: MigratedDatabase? = nil,
+        poolSize: Int = 8
+    ) async throws {
+        if let database {
+            self.database = database
+        } else {
+            self.database = try await TestDatabase.makeMigrated()
+        }
+        self.pool = self.database.makePool(size: poolSize)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let hub = LiveHub(
+            pool: self.pool,
+            configuration: hubConfiguration?(self.database.app) ?? .init(listenConninfo: self.database.app),
+            logger: Logger(label: "live-hub")
+        )
+        self.hub = hub
+        self.hubTask = Task { try? await hub.run() }
         self.signer = JWSSigningKey.hmac(id: "k", secret: Array("service-harness-secret-0123456789".utf8))
         let verifier = TokenVerifier(
             keys: JWKSet(keys: [try self.signer.verificationKey()] + extraKeys),
@@ -31,8 +52,9 @@ final class ServiceHarness: Sendable {
             audience: "chatd"
         )
         var router = Router()
-        ThreadService(pool: self.pool).register(in: &router)
-        MessageService(pool: self.pool).register(in: &router)
+        ThreadService(pool: self.pool, live: hub).register(in: &router)
+        MessageService(pool: self.pool, live: hub).register(in: &router)
+        LiveService(pool: self.pool, hub: hub, configuration: live).register(in: &router)
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let tls = try TLSContext(
             configuration: .server(certificate: "\(directory)/server.pem", privateKey: "\(directory)/server.key")
@@ -49,13 +71,17 @@ final class ServiceHarness: Sendable {
     }
 
     /// A client for a principal.
-    func client(_ role: ChatAuth.Role, tenant: String = Fixture.tenantA, user: String? = nil, scope: [String] = [])
-        throws -> ChatClient
-    {
+    func client(
+        _ role: ChatAuth.Role,
+        tenant: String = Fixture.tenantA,
+        user: String? = nil,
+        scope: [String] = [],
+        lifetime: Int64 = 3600
+    ) throws -> ChatClient {
         let now = Int64(Date().timeIntervalSince1970)
         let token = try self.signer.sign(claims: [
             "iss": "test", "aud": "chatd", "sub": user ?? "\(role.rawValue)-1", "tenant_id": tenant,
-            "role": role.rawValue, "learner_scope": scope, "exp": now + 3600,
+            "role": role.rawValue, "learner_scope": scope, "exp": now + lifetime,
         ])
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         return ChatClient(
@@ -67,9 +93,20 @@ final class ServiceHarness: Sendable {
         )
     }
 
+    /// Graceful shutdown: drains the server (streams end with UNAVAILABLE and their resume position).
     func stop() async throws {
         await self.server.drain()
+        self.hubTask.cancel()
+        await self.hubTask.value
         self.pool.shutdown()
         try await self.group.shutdownGracefully()
+    }
+
+    /// An abrupt end, as when the process is killed: connections close without GOAWAY or trailers.
+    func kill() async throws {
+        self.hubTask.cancel()
+        try await self.group.shutdownGracefully()
+        await self.hubTask.value
+        self.pool.shutdown()
     }
 }

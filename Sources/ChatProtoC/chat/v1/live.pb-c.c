@@ -718,7 +718,7 @@ const ProtobufCMessageDescriptor chat__v1__heartbeat__descriptor =
   (ProtobufCMessageInit) chat__v1__heartbeat__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor chat__v1__watch_event__field_descriptors[5] =
+static const ProtobufCFieldDescriptor chat__v1__watch_event__field_descriptors[6] =
 {
   {
     "head",
@@ -780,19 +780,32 @@ static const ProtobufCFieldDescriptor chat__v1__watch_event__field_descriptors[5
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "seq",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__WatchEvent, seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned chat__v1__watch_event__field_indices_by_name[] = {
   4,   /* field[4] = cursor */
   0,   /* field[0] = head */
   3,   /* field[3] = heartbeat */
   1,   /* field[1] = message */
+  5,   /* field[5] = seq */
   2,   /* field[2] = thread */
 };
 static const ProtobufCIntRange chat__v1__watch_event__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 4 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor chat__v1__watch_event__descriptor =
 {
@@ -802,7 +815,7 @@ const ProtobufCMessageDescriptor chat__v1__watch_event__descriptor =
   "Chat__V1__WatchEvent",
   "chat.v1",
   sizeof(Chat__V1__WatchEvent),
-  5,
+  6,
   chat__v1__watch_event__field_descriptors,
   chat__v1__watch_event__field_indices_by_name,
   2,  chat__v1__watch_event__number_ranges,

@@ -502,7 +502,7 @@ void   chat__v1__delete_thread_response__free_unpacked
   assert(message->base.descriptor == &chat__v1__delete_thread_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor chat__v1__thread__field_descriptors[10] =
+static const ProtobufCFieldDescriptor chat__v1__thread__field_descriptors[11] =
 {
   {
     "id",
@@ -624,10 +624,23 @@ static const ProtobufCFieldDescriptor chat__v1__thread__field_descriptors[10] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "event_seq",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__Thread, event_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned chat__v1__thread__field_indices_by_name[] = {
   5,   /* field[5] = created_at_us */
   7,   /* field[7] = created_by */
+  10,   /* field[10] = event_seq */
   0,   /* field[0] = id */
   6,   /* field[6] = last_activity_at_us */
   4,   /* field[4] = last_seq */
@@ -640,7 +653,7 @@ static const unsigned chat__v1__thread__field_indices_by_name[] = {
 static const ProtobufCIntRange chat__v1__thread__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor chat__v1__thread__descriptor =
 {
@@ -650,7 +663,7 @@ const ProtobufCMessageDescriptor chat__v1__thread__descriptor =
   "Chat__V1__Thread",
   "chat.v1",
   sizeof(Chat__V1__Thread),
-  10,
+  11,
   chat__v1__thread__field_descriptors,
   chat__v1__thread__field_indices_by_name,
   1,  chat__v1__thread__number_ranges,

@@ -47,13 +47,19 @@ typedef enum _Chat__V1__ThreadEvent__Kind {
 
 /* --- messages --- */
 
+/*
+ * Every change of a thread takes the next position in the thread's event sequence (WatchEvent.seq): a message
+ * created, edited or deleted, the thread updated. Positions are dense and in commit order within a thread.
+ */
 struct  Chat__V1__WatchThreadRequest
 {
   ProtobufCMessage base;
   char *thread_id;
   /*
-   * Deliver every event of messages with a sequence greater than this; 0 = from the beginning. A client that
-   * reconnects passes the last sequence it saw and loses nothing.
+   * Deliver every change after this event position; 0 = from the beginning (every message). A client that
+   * reconnects passes the `seq` of the last event it saw (or ResumeInfo.after_seq) and loses nothing, however long
+   * it was away. Changes made while it was away are replayed compacted: one event per changed message, carrying
+   * the message as it is now (the kind is its newest change), in position order.
    */
   uint64_t after_seq;
 };
@@ -69,11 +75,11 @@ struct  Chat__V1__StreamHead
 {
   ProtobufCMessage base;
   /*
-   * the thread's newest sequence when the stream opened
+   * WatchThread: the thread's newest event position when the stream opened
    */
   uint64_t head_seq;
   /*
-   * WatchInbox only: the resume cursor at the head
+   * WatchInbox: the cursor the stream starts from
    */
   char *cursor;
 };
@@ -133,9 +139,15 @@ struct  Chat__V1__WatchEvent
 {
   ProtobufCMessage base;
   /*
-   * WatchInbox: the resume cursor after this event (pass it back to resume right after it).
+   * WatchInbox: the resume cursor after this event (pass it back to resume right after it); heartbeats carry the
+   * cursor the stream has read up to, so that a quiet inbox resumes from near the head.
    */
   char *cursor;
+  /*
+   * The event's position in its thread's event sequence (message and thread events). WatchThread: pass the last
+   * one seen as after_seq to resume right after it.
+   */
+  uint64_t seq;
   Chat__V1__WatchEvent__EventCase event_case;
   union {
     Chat__V1__StreamHead *head;
@@ -146,7 +158,7 @@ struct  Chat__V1__WatchEvent
 };
 #define CHAT__V1__WATCH_EVENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&chat__v1__watch_event__descriptor) \
-    , (char *)protobuf_c_empty_string, CHAT__V1__WATCH_EVENT__EVENT__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, 0, CHAT__V1__WATCH_EVENT__EVENT__NOT_SET, {0} }
 
 
 struct  Chat__V1__WatchThreadResponse

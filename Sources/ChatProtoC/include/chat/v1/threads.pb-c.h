@@ -74,10 +74,15 @@ struct  Chat__V1__Thread
    */
   uint64_t unread_count;
   int64_t updated_at_us;
+  /*
+   * The position of the thread's newest event (a message created, edited or deleted, or the thread updated):
+   * pass it to LiveService.WatchThread as after_seq to watch from here on.
+   */
+  uint64_t event_seq;
 };
 #define CHAT__V1__THREAD__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&chat__v1__thread__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, CHAT__V1__THREAD_STATE__THREAD_STATE_UNSPECIFIED, 0, 0, 0, NULL, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, CHAT__V1__THREAD_STATE__THREAD_STATE_UNSPECIFIED, 0, 0, 0, NULL, 0, 0, 0 }
 
 
 struct  Chat__V1__CreateThreadRequest

@@ -1,0 +1,381 @@
+public import ChatStore
+public import Logging
+public import ServiceLifecycle
+internal import Synchronization
+
+/// Something committed: an event of a thread (with its position), or of a learner or a tenant.
+public struct LiveChange: Sendable, Hashable {
+    public var tenantID: String
+    /// The thread, for thread and message events.
+    public var threadID: String?
+    /// The learner the event is about, when it is about one.
+    public var learnerID: String?
+    /// The event's position in the thread's event sequence; 0 when unknown or not a thread event.
+    public var eventSeq: Int64
+
+    /// Creates a change.
+    public init(tenantID: String, threadID: String?, learnerID: String?, eventSeq: Int64) {
+        self.tenantID = tenantID
+        self.threadID = threadID
+        self.learnerID = learnerID
+        self.eventSeq = eventSeq
+    }
+}
+
+/// The text of the notifications instances send each other: ids and positions only, never content. A payload is
+/// `1 <instance>` then one line per change, `<tenant> <thread|-> <learner|-> <position>`; PostgreSQL refuses
+/// payloads of 8000 bytes or more, so changes are split over as many payloads as needed.
+enum LiveNotification {
+    static let maxPayloadBytes = 7_999
+
+    static func encode(instance: String, changes: [LiveChange]) -> [String] {
+        let header = "1 \(instance)"
+        var payloads: [String] = []
+        var current = header
+        for change in changes {
+            let line = "\n\(change.tenantID) \(change.threadID ?? "-") \(change.learnerID ?? "-") \(change.eventSeq)"
+            if current.utf8.count + line.utf8.count > Self.maxPayloadBytes {
+                payloads.append(current)
+                current = header
+            }
+            current += line
+        }
+        if current != header { payloads.append(current) }
+        return payloads
+    }
+
+    /// The sender and the changes; nil when the payload is not one of ours.
+    static func decode(_ payload: String) -> (instance: String, changes: [LiveChange])? {
+        let lines = payload.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let header = lines.first else { return nil }
+        let headerFields = header.split(separator: " ")
+        guard headerFields.count == 2, headerFields[0] == "1" else { return nil }
+        var changes: [LiveChange] = []
+        changes.reserveCapacity(lines.count - 1)
+        for line in lines.dropFirst() {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count == 4, !fields[0].isEmpty, let seq = Int64(fields[3]) else { return nil }
+            changes.append(
+                LiveChange(
+                    tenantID: String(fields[0]),
+                    threadID: fields[1] == "-" ? nil : String(fields[1]),
+                    learnerID: fields[2] == "-" ? nil : String(fields[2]),
+                    eventSeq: seq
+                )
+            )
+        }
+        return (String(headerFields[1]), changes)
+    }
+
+    /// One change per thread (the newest position) and per learner-level event.
+    static func coalesce(_ changes: [LiveChange]) -> [LiveChange] {
+        var newest: [LiveChange: Int64] = [:]
+        var order: [LiveChange] = []
+        for change in changes {
+            var key = change
+            key.eventSeq = 0
+            if let seen = newest[key] {
+                newest[key] = max(seen, change.eventSeq)
+            } else {
+                newest[key] = change.eventSeq
+                order.append(key)
+            }
+        }
+        return order.map { key in
+            var change = key
+            change.eventSeq = newest[key] ?? 0
+            return change
+        }
+    }
+}
+
+/// One open live stream, as the hub sees it: what it watches, and how far it has read.
+public final class LiveSubscription: Sendable {
+    /// What a stream watches.
+    public enum Interest: Sendable, Hashable {
+        /// One thread's events.
+        case thread(String)
+        /// The tenant's outbox (an inbox or an event stream), for these learners only, or for all when nil.
+        case feed(learners: Set<String>?)
+    }
+
+    public let tenantID: String
+    public let interest: Interest
+    let signal = LiveSignal()
+    private let positions = Mutex<(thread: Int64, feed: OutboxCursor)>((0, .origin))
+
+    init(tenantID: String, interest: Interest) {
+        self.tenantID = tenantID
+        self.interest = interest
+    }
+
+    /// Waits until the hub says there may be something new, at most `timeout`; true when woken.
+    public func wait(timeout: Duration) async -> Bool {
+        await self.signal.wait(timeout: timeout)
+    }
+
+    /// Records the position of the newest thread event delivered (the periodic check compares it with the thread).
+    public func delivered(threadPosition: Int64) {
+        self.positions.withLock { $0.thread = max($0.thread, threadPosition) }
+    }
+
+    /// Records how far the outbox has been read (the periodic check compares it with the newest event).
+    public func scanned(feedPosition: OutboxCursor) {
+        self.positions.withLock { $0.feed = max($0.feed, feedPosition) }
+    }
+
+    var threadPosition: Int64 { self.positions.withLock { $0.thread } }
+    var feedPosition: OutboxCursor { self.positions.withLock { $0.feed } }
+
+    func wants(learner: String?) -> Bool {
+        guard case .feed(let learners) = self.interest else { return false }
+        guard let learners, let learner else { return true }
+        return learners.contains(learner)
+    }
+}
+
+/// Wakes live streams when something they watch commits, on this instance or on another one.
+///
+/// Writers call `published` after their transaction commits: local streams are woken at once, and the changes
+/// (ids and positions only) are handed to a coalescer that sends one `pg_notify` per short window on a pooled
+/// connection - never inside the write transaction, whose commit would then take PostgreSQL's global notify lock.
+/// Every instance LISTENs on one connection and wakes its streams for the changes of the others. Streams read the
+/// rows themselves, under their caller's tenant and scope; a notification is only a hint. A lost one costs
+/// latency, never an event: after every (re)connection of the LISTEN connection all streams are woken, and a
+/// periodic check compares each watched thread's newest position (and each tenant's newest outbox event) with
+/// what its streams have read.
+public final class LiveHub: Service, Sendable {
+    /// How the hub works.
+    public struct Configuration: Sendable {
+        /// The libpq connection string of the LISTEN connection; nil runs without other instances (no NOTIFY, no
+        /// LISTEN).
+        public var listenConninfo: String?
+        /// The notification channel.
+        public var channel: String
+        /// How often the periodic check runs.
+        public var checkInterval: Duration
+        /// How long changes are collected before one notification carries them.
+        public var coalesceWindow: Duration
+
+        /// Creates a configuration.
+        public init(
+            listenConninfo: String?,
+            channel: String = "chat_live",
+            checkInterval: Duration = .seconds(1),
+            coalesceWindow: Duration = .milliseconds(1)
+        ) {
+            self.listenConninfo = listenConninfo
+            self.channel = channel
+            self.checkInterval = checkInterval
+            self.coalesceWindow = coalesceWindow
+        }
+    }
+
+    private struct TenantStreams {
+        var threads: [String: [ObjectIdentifier: LiveSubscription]] = [:]
+        var feeds: [ObjectIdentifier: LiveSubscription] = [:]
+        var isEmpty: Bool { self.threads.isEmpty && self.feeds.isEmpty }
+    }
+
+    /// This process, in notifications (its own come back to it and are skipped).
+    public let instanceID: String
+    let configuration: Configuration
+    private let pool: PGPool
+    private let repository: LiveRepository
+    private let logger: Logger
+    private let streams = Mutex<[String: TenantStreams]>([:])
+    private let outgoing = Mutex<[LiveChange]>([])
+    private let outgoingSignal = LiveSignal()
+
+    /// Creates a hub; `run()` starts its LISTEN connection, notifier and periodic check.
+    public init(pool: PGPool, configuration: Configuration, logger: Logger) {
+        self.pool = pool
+        self.repository = LiveRepository(pool: pool)
+        self.configuration = configuration
+        self.logger = logger
+        var generator = SystemRandomNumberGenerator()
+        self.instanceID = String(generator.next(), radix: 36)
+    }
+
+    /// The number of open streams (for metrics and tests).
+    public var streamCount: Int {
+        self.streams.withLock { streams in
+            streams.values.reduce(0) { total, tenant in
+                total + tenant.feeds.count + tenant.threads.values.reduce(0) { $0 + $1.count }
+            }
+        }
+    }
+
+    /// Registers a stream. Register before the first read, so that nothing committed after that read is missed.
+    public func subscribe(tenantID: String, interest: LiveSubscription.Interest) -> LiveSubscription {
+        let subscription = LiveSubscription(tenantID: tenantID, interest: interest)
+        let key = ObjectIdentifier(subscription)
+        self.streams.withLock { streams in
+            switch interest {
+            case .thread(let thread):
+                streams[tenantID, default: TenantStreams()].threads[thread, default: [:]][key] =
+                    subscription
+            case .feed: streams[tenantID, default: TenantStreams()].feeds[key] = subscription
+            }
+        }
+        return subscription
+    }
+
+    /// Removes a stream.
+    public func unsubscribe(_ subscription: LiveSubscription) {
+        let key = ObjectIdentifier(subscription)
+        self.streams.withLock { streams in
+            guard var tenant = streams[subscription.tenantID] else { return }
+            switch subscription.interest {
+            case .thread(let thread):
+                tenant.threads[thread]?[key] = nil
+                if tenant.threads[thread]?.isEmpty == true { tenant.threads[thread] = nil }
+            case .feed:
+                tenant.feeds[key] = nil
+            }
+            streams[subscription.tenantID] = tenant.isEmpty ? nil : tenant
+        }
+    }
+
+    /// Call after a transaction with events committed: wakes this instance's streams and tells the others.
+    public func published(_ changes: [LiveChange]) {
+        self.wake(changes)
+        guard self.configuration.listenConninfo != nil else { return }
+        self.outgoing.withLock { $0.append(contentsOf: changes) }
+        self.outgoingSignal.signal()
+    }
+
+    /// Wakes the streams that watch any of `changes`.
+    func wake(_ changes: [LiveChange]) {
+        let woken = self.streams.withLock { streams -> [LiveSubscription] in
+            var woken: [LiveSubscription] = []
+            for change in changes {
+                guard let tenant = streams[change.tenantID] else { continue }
+                if let thread = change.threadID, let watchers = tenant.threads[thread] {
+                    for watcher in watchers.values
+                    where change.eventSeq == 0 || watcher.threadPosition < change.eventSeq {
+                        woken.append(watcher)
+                    }
+                }
+                for feed in tenant.feeds.values where feed.wants(learner: change.learnerID) {
+                    woken.append(feed)
+                }
+            }
+            return woken
+        }
+        for subscription in woken { subscription.signal.signal() }
+    }
+
+    /// Wakes every stream (after the LISTEN connection was re-established: notifications may have been lost).
+    func wakeAll() {
+        let all = self.streams.withLock { streams in
+            streams.values.flatMap { tenant in
+                Array(tenant.feeds.values) + tenant.threads.values.flatMap { $0.values }
+            }
+        }
+        for subscription in all { subscription.signal.signal() }
+    }
+
+    /// Runs the LISTEN connection, the notifier and the periodic check until graceful shutdown or cancellation.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                if let conninfo = self.configuration.listenConninfo {
+                    let listener = PGListener(
+                        conninfo: conninfo,
+                        channels: [self.configuration.channel],
+                        logger: self.logger
+                    )
+                    group.addTask { await listener.run() }
+                    group.addTask { await self.consume(listener.events) }
+                    group.addTask { await self.notifyLoop() }
+                }
+                group.addTask { await self.checkLoop() }
+                await group.waitForAll()
+            }
+        }
+    }
+
+    private func consume(_ events: AsyncStream<PGListener.Event>) async {
+        for await event in events {
+            switch event {
+            case .listening:
+                self.wakeAll()
+            case .notification(_, let payload):
+                guard let (instance, changes) = LiveNotification.decode(payload) else {
+                    self.logger.warning("ignored a malformed live notification")
+                    continue
+                }
+                if instance != self.instanceID { self.wake(changes) }
+            }
+        }
+    }
+
+    private func notifyLoop() async {
+        while !Task.isCancelled {
+            _ = await self.outgoingSignal.wait(timeout: .seconds(60))
+            if Task.isCancelled { return }
+            try? await Task.sleep(for: self.configuration.coalesceWindow)
+            let changes = self.outgoing.withLock { pending in
+                defer { pending = [] }
+                return pending
+            }
+            guard !changes.isEmpty else { continue }
+            let payloads = LiveNotification.encode(
+                instance: self.instanceID,
+                changes: LiveNotification.coalesce(changes)
+            )
+            let channel = self.configuration.channel
+            do {
+                try await self.pool.withConnection { connection in
+                    for payload in payloads {
+                        _ = try connection.query("SELECT pg_notify($1, $2)", [channel, payload])
+                    }
+                }
+            } catch {
+                // The other instances learn of these changes from their periodic check instead.
+                self.logger.info("live notification not sent", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func checkLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: self.configuration.checkInterval)
+            if Task.isCancelled { return }
+            await self.check()
+        }
+    }
+
+    /// The safety net: wakes the streams that are behind what the database holds.
+    func check() async {
+        let snapshot = self.streams.withLock { $0 }
+        for (tenantID, tenant) in snapshot {
+            let context = TenantContext(tenantID: tenantID, userID: "chatd-live", role: .service)
+            do {
+                let threadIDs = Array(tenant.threads.keys)
+                var index = 0
+                while index < threadIDs.count {
+                    let chunk = Array(threadIDs[index..<min(index + 1_000, threadIDs.count)])
+                    index += chunk.count
+                    let positions = try await self.repository.threadPositions(context, threadIDs: chunk)
+                    for thread in chunk {
+                        // A thread that is gone is reported to its streams, which end.
+                        let position = positions[thread] ?? Int64.max
+                        for watcher in tenant.threads[thread]?.values ?? [:].values
+                        where watcher.threadPosition < position {
+                            watcher.signal.signal()
+                        }
+                    }
+                }
+                if !tenant.feeds.isEmpty, let newest = try await self.repository.newestCursor(context) {
+                    for feed in tenant.feeds.values where feed.feedPosition < newest {
+                        feed.signal.signal()
+                    }
+                }
+            } catch {
+                self.logger.info("live check failed", metadata: ["error": "\(error)", "tenant.id": "\(tenantID)"])
+            }
+        }
+    }
+}

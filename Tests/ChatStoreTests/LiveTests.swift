@@ -1,0 +1,225 @@
+import ChatAuth
+import ChatClient
+import ChatProto
+import ChatRPC
+import ChatServices
+import ChatStore
+import ChatTestSupport
+import Foundation
+import Testing
+
+/// Message events of a thread stream: (position, kind, message seq, body).
+private func messages(_ log: StreamLog<WatchThreadResponse>) -> [(UInt64, MessageEvent.Kind, UInt64, String)] {
+    log.events.compactMap { response in
+        guard let event = response.event, let message = event.messageEvent, let body = message.message else {
+            return nil
+        }
+        return (event.seq, message.kind, body.seq, body.body)
+    }
+}
+
+private func send(_ client: ChatClient, _ thread: String, _ body: String) async throws -> Message {
+    try await client.sendMessage(
+        SendMessageRequest(threadId: thread, body: body, idempotencyKey: "k-\(UInt64.random(in: 0...UInt64.max))")
+    ).message!
+}
+
+@Suite("Live delivery (real TLS, real PostgreSQL, real LISTEN/NOTIFY)")
+struct LiveTests {
+    @Test("WatchThread: the head first, then replay and live with no seam; edits, deletes and the thread's update")
+    func watchThread() async throws {
+        let harness = try await ServiceHarness()
+        let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
+        let teacher = try harness.client(.teacher, scope: [Fixture.learnerA1])
+        let thread = try await guardian.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "Trip"))
+            .thread!
+        _ = try await send(guardian, thread.id, "one")
+        _ = try await send(teacher, thread.id, "two")
+
+        let log = StreamLog.start { try await guardian.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        try await waitUntil("the replay") { messages(log).count == 2 }
+        #expect(log.events.first?.event?.head?.headSeq == 2)
+        // Live: sent after the replay.
+        _ = try await send(teacher, thread.id, "three")
+        try await waitUntil("the live message") { messages(log).count == 3 }
+        _ = try await guardian.editMessage(EditMessageRequest(threadId: thread.id, seq: 1, body: "one, edited"))
+        _ = try await teacher.deleteMessage(DeleteMessageRequest(threadId: thread.id, seq: 2))
+        _ = try await guardian.updateThread(
+            UpdateThreadRequest(threadId: thread.id, titleUpdate: .title("School trip"))
+        )
+        try await waitUntil("the edit, the delete and the update") { log.events.count == 7 }
+        let seen = messages(log)
+        #expect(seen.map(\.0) == [1, 2, 3, 4, 5])
+        #expect(seen.map(\.1) == [.created, .created, .created, .edited, .deleted])
+        #expect(seen.map(\.2) == [1, 2, 3, 1, 2])
+        #expect(seen[3].3 == "one, edited" && seen[4].3.isEmpty)
+        guard case .thread(let update)? = log.events[6].event?.event else {
+            Issue.record("expected the thread's update, got \(log.events[6])")
+            return
+        }
+        #expect(update.kind == .updated && update.thread?.title == "School trip" && log.events[6].event?.seq == 6)
+        #expect(try await guardian.getThread(GetThreadRequest(threadId: thread.id)).thread?.eventSeq == 6)
+
+        // Resume after position 3: a compacted replay of what changed since, as it is now.
+        let resumed = StreamLog.start {
+            try await guardian.watchThread(WatchThreadRequest(threadId: thread.id, afterSeq: 3))
+        }
+        try await waitUntil("the resumed replay") { resumed.events.count == 4 }
+        #expect(messages(resumed).map(\.0) == [4, 5] && messages(resumed).map(\.2) == [1, 2])
+
+        // Deleting the thread ends both streams after a thread-deleted event.
+        _ = try await harness.client(.tenantAdmin).deleteThread(DeleteThreadRequest(threadId: thread.id))
+        try await waitUntil("the end of the streams") { log.ended && resumed.ended }
+        #expect(log.error == nil && resumed.error == nil)
+        guard case .thread(let deleted)? = log.events.last?.event?.event else {
+            Issue.record("expected the thread's deletion")
+            return
+        }
+        #expect(deleted.kind == .deleted && deleted.thread?.id == thread.id)
+        try await harness.stop()
+    }
+
+    @Test("a stream sees nothing out of its scope or tenant; out-of-scope watches are refused")
+    func scope() async throws {
+        let harness = try await ServiceHarness()
+        let adminA = try harness.client(.tenantAdmin)
+        let adminB = try harness.client(.tenantAdmin, tenant: Fixture.tenantB)
+        let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
+        let inA1 = try await adminA.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "A1"))
+            .thread!
+        let inA2 = try await adminA.createThread(CreateThreadRequest(learnerId: Fixture.learnerA2, title: "A2"))
+            .thread!
+
+        await #expect(throws: RPCError.self) {
+            for try await _ in try await guardian.watchThread(WatchThreadRequest(threadId: inA2.id)) {}
+        }
+        do {
+            for try await _ in try await guardian.watchInbox(WatchInboxRequest(learnerId: Fixture.learnerA2)) {}
+        } catch {
+            #expect((error as? RPCError)?.code == .permissionDenied)
+        }
+        do {
+            for try await _ in try await guardian.watchInbox(WatchInboxRequest(cursor: "not-a-cursor")) {}
+        } catch {
+            #expect((error as? RPCError)?.code == .invalidArgument)
+        }
+
+        let inbox = StreamLog.start { try await guardian.watchInbox(WatchInboxRequest()) }
+        let tenantBInbox = StreamLog.start { try await adminB.watchInbox(WatchInboxRequest()) }
+        try await waitUntil("the heads") { !inbox.events.isEmpty && !tenantBInbox.events.isEmpty }
+        _ = try await send(adminA, inA2.id, "not for the guardian")
+        _ = try await send(adminA, inA1.id, "for the guardian")
+        let inB = try await adminB.createThread(CreateThreadRequest(learnerId: Fixture.learnerB1, title: "B1")).thread!
+        _ = try await send(adminB, inB.id, "tenant B")
+        try await waitUntil("the guardian's message") {
+            inbox.events.contains { $0.event?.messageEvent?.message?.body == "for the guardian" }
+        }
+        try await waitUntil("tenant B's events") { tenantBInbox.events.count == 3 }
+        // Give anything that should not arrive a moment to arrive.
+        try await Task.sleep(for: .milliseconds(300))
+        let bodies = inbox.events.compactMap { $0.event?.messageEvent?.message?.body }
+        #expect(bodies == ["for the guardian"])
+        #expect(
+            tenantBInbox.events.compactMap { $0.event?.messageEvent?.message?.body } == ["tenant B"]
+        )
+        await inbox.cancel()
+        await tenantBInbox.cancel()
+        try await harness.stop()
+    }
+
+    @Test("two instances on one database: a message sent through one reaches watchers on the other")
+    func twoInstances() async throws {
+        let first = try await ServiceHarness()
+        let second = try await ServiceHarness(sharing: first.database)
+        let sender = try first.client(.guardian, scope: [Fixture.learnerA1])
+        let watcher = try second.client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await sender.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "Two"))
+            .thread!
+        let threadLog = StreamLog.start { try await watcher.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        let inboxLog = StreamLog.start { try await watcher.watchInbox(WatchInboxRequest()) }
+        try await waitUntil("the heads") { !threadLog.events.isEmpty && !inboxLog.events.isEmpty }
+        for index in 1...20 {
+            _ = try await send(sender, thread.id, "m\(index)")
+        }
+        try await waitUntil("every message on the other instance", limit: .seconds(10)) {
+            messages(threadLog).count == 20
+                && inboxLog.events.filter({ $0.event?.messageEvent != nil }).count == 20
+        }
+        #expect(messages(threadLog).map(\.2) == Array(1...20))
+        #expect(inboxLog.events.compactMap { $0.event?.messageEvent?.message?.seq } == Array(1...20))
+        await threadLog.cancel()
+        await inboxLog.cancel()
+        try await second.stop()
+        try await first.stop()
+    }
+
+    @Test("graceful shutdown ends streams with UNAVAILABLE and the position to resume from")
+    func drainGivesResumePosition() async throws {
+        let harness = try await ServiceHarness()
+        let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await guardian.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "D"))
+            .thread!
+        for index in 1...3 { _ = try await send(guardian, thread.id, "m\(index)") }
+        let log = StreamLog.start { try await guardian.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        let inbox = StreamLog.start { try await guardian.watchInbox(WatchInboxRequest()) }
+        try await waitUntil("the replay") { messages(log).count == 3 && !inbox.events.isEmpty }
+        try await harness.stop()
+        try await waitUntil("the end") { log.ended && inbox.ended }
+        #expect(log.rpcError?.code == .unavailable)
+        #expect(log.rpcError?.resumeInfo?.afterSeq == 3)
+        #expect(inbox.rpcError?.code == .unavailable)
+        #expect(OutboxCursor(token: inbox.rpcError?.resumeInfo?.cursor ?? "") != nil)
+    }
+
+    @Test("a stream ends with UNAUTHENTICATED when its token expires, with the resume position")
+    func tokenExpiry() async throws {
+        let harness = try await ServiceHarness()
+        let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1], lifetime: 2)
+        let thread = try await guardian.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "E"))
+            .thread!
+        _ = try await send(guardian, thread.id, "m1")
+        let log = StreamLog.start { try await guardian.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        try await waitUntil("the end", limit: .seconds(10)) { log.ended }
+        #expect(log.rpcError?.code == .unauthenticated)
+        #expect(log.rpcError?.resumeInfo?.afterSeq == 1)
+        try await harness.stop()
+    }
+
+    @Test("a slow consumer stalls only itself, and is ended with RESOURCE_EXHAUSTED and its resume position")
+    func slowConsumer() async throws {
+        let harness = try await ServiceHarness(live: .init(stallLimit: .seconds(2)))
+        let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
+        let slowClient = try harness.client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await guardian.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "S"))
+            .thread!
+        // The slow client opens a stream and does not read it: its window (1 MiB) fills, then the server's buffer
+        // for the stream (one window), then the server stops reading pages for it.
+        let slow = try await slowClient.watchThread(WatchThreadRequest(threadId: thread.id))
+        let fast = StreamLog.start { try await guardian.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        try await waitUntil("the head") { !fast.events.isEmpty }
+        let body = String(repeating: "x", count: 4_000)
+        let started = ContinuousClock.now
+        for index in 1...700 {
+            _ = try await send(guardian, thread.id, "\(index) \(body)")
+        }
+        try await waitUntil("the fast reader's messages") { messages(fast).count == 700 }
+        let elapsed = ContinuousClock.now - started
+        // The fast reader is not held back by the stalled one (which stalls for 2 s before it is ended).
+        #expect(elapsed < .seconds(30))
+        // Past the stall limit, the server has ended the slow stream; what it queued before still arrives.
+        try await Task.sleep(for: .seconds(3))
+        var received = 0
+        do {
+            for try await response in slow {
+                if response.event?.messageEvent != nil { received += 1 }
+                // Now read slowly: the server has already given up.
+            }
+            Issue.record("the slow stream should have been ended")
+        } catch let error as RPCError {
+            #expect(error.code == .resourceExhausted)
+            #expect(error.resumeInfo?.afterSeq == UInt64(received))
+            #expect(received < 700)
+        }
+        try await harness.stop()
+    }
+}
