@@ -249,7 +249,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ChatServicesTests",
-            dependencies: ["ChatServices", "ChatAuth"],
+            dependencies: ["ChatServices", "ChatAuth", "ChatStore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

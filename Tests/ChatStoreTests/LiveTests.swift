@@ -3,10 +3,12 @@ import ChatClient
 import ChatProto
 import ChatRPC
 import ChatServices
-import ChatStore
 import ChatTestSupport
 import Foundation
+import Synchronization
 import Testing
+
+@testable import ChatStore
 
 /// Message events of a thread stream: (position, kind, message seq, body).
 private func messages(_ log: StreamLog<WatchThreadResponse>) -> [(UInt64, MessageEvent.Kind, UInt64, String)] {
@@ -222,4 +224,187 @@ struct LiveTests {
         }
         try await harness.stop()
     }
+}
+
+/// A watcher that disconnects at random points and resumes from the last position it saw, on a random instance.
+private func watchResuming(
+    _ clients: [ChatClient],
+    thread: String,
+    seed: UInt64,
+    target: @escaping @Sendable () -> Int?
+) async throws -> [UInt64] {
+    var random = SplitMix64(seed: seed)
+    var after: UInt64 = 0
+    var seen: [UInt64] = []
+    while target().map({ seen.count < $0 }) ?? true {
+        let client = clients[Int(random.next() % UInt64(clients.count))]
+        let take = 1 + Int(random.next() % 8)
+        var taken = 0
+        do {
+            for try await response in try await client.watchThread(
+                WatchThreadRequest(threadId: thread, afterSeq: after)
+            ) {
+                if let event = response.event, let message = event.messageEvent?.message {
+                    seen.append(message.seq)
+                    after = event.seq
+                    taken += 1
+                }
+                if taken >= take { break }  // disconnect
+                if let target = target(), seen.count >= target { break }
+            }
+        } catch let error as RPCError where error.code == .unavailable {
+            continue
+        }
+    }
+    return seen
+}
+
+private final class Target: Sendable {
+    let value = Mutex<Int?>(nil)
+}
+
+private final class Counts: Sendable {
+    let value = Mutex<[Int]>([0, 0, 0])
+}
+
+@Suite("Live delivery properties")
+struct LivePropertyTests {
+    @Test(
+        "concurrent senders on two instances; watchers that disconnect at random and resume see every message once, in order"
+    )
+    func resumingWatchersSeeEverything() async throws {
+        let live = LiveService.Configuration(heartbeatInterval: .milliseconds(200))
+        let first = try await ServiceHarness(live: live)
+        let second = try await ServiceHarness(live: live, sharing: first.database)
+        let admin = try first.client(.tenantAdmin)
+        var threads: [String] = []
+        for index in 0..<3 {
+            threads.append(
+                try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "P\(index)"))
+                    .thread!.id
+            )
+        }
+        let senders = try (0..<4).map { index in
+            try (index % 2 == 0 ? first : second).client(.guardian, user: "sender-\(index)", scope: [Fixture.learnerA1])
+        }
+        let watchers = try [first, second].map { try $0.client(.guardian, user: "watcher", scope: [Fixture.learnerA1]) }
+        let threadIDs = threads
+        let targets = threads.map { _ in Target() }
+        let perSender = 25
+
+        try await withThrowingTaskGroup(of: (Int, [UInt64])?.self) { group in
+            for (index, thread) in threadIDs.enumerated() {
+                let target = targets[index]
+                group.addTask {
+                    (
+                        index,
+                        try await watchResuming(watchers, thread: thread, seed: UInt64(index) * 7 + 1) {
+                            target.value.withLock { $0 }
+                        }
+                    )
+                }
+            }
+            let sent = Counts()
+            try await withThrowingTaskGroup(of: Void.self) { sending in
+                for (index, sender) in senders.enumerated() {
+                    sending.addTask {
+                        var random = SplitMix64(seed: UInt64(index) + 100)
+                        for _ in 0..<perSender {
+                            let thread = Int(random.next() % 3)
+                            _ = try await send(sender, threadIDs[thread], "from \(index)")
+                            sent.value.withLock { $0[thread] += 1 }
+                        }
+                    }
+                }
+                try await sending.waitForAll()
+            }
+            let counts = sent.value.withLock { $0 }
+            #expect(counts.reduce(0, +) == 4 * perSender)
+            for (index, target) in targets.enumerated() { target.value.withLock { $0 = counts[index] } }
+            var checked = 0
+            for try await result in group {
+                guard let (index, seen) = result else { continue }
+                #expect(seen == (0..<counts[index]).map { UInt64($0 + 1) })
+                checked += 1
+            }
+            #expect(checked == 3)
+        }
+        try await second.stop()
+        try await first.stop()
+    }
+
+    @Test("an instance killed: its watchers resume on the other and lose nothing, see nothing twice")
+    func instanceKilled() async throws {
+        let first = try await ServiceHarness()
+        let second = try await ServiceHarness(sharing: first.database)
+        let sender = try second.client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await sender.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "K"))
+            .thread!
+        let onFirst = try first.client(.guardian, scope: [Fixture.learnerA1])
+        let log = StreamLog.start { try await onFirst.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        for index in 1...5 { _ = try await send(sender, thread.id, "m\(index)") }
+        try await waitUntil("the first five") { messages(log).count == 5 }
+        try await first.kill()
+        try await waitUntil("the stream's end") { log.ended }
+        #expect(log.error != nil)
+        for index in 6...8 { _ = try await send(sender, thread.id, "m\(index)") }
+        let last = messages(log).last!.0
+        let onSecond = try second.client(.guardian, scope: [Fixture.learnerA1])
+        let resumed = StreamLog.start {
+            try await onSecond.watchThread(WatchThreadRequest(threadId: thread.id, afterSeq: last))
+        }
+        for index in 9...10 { _ = try await send(sender, thread.id, "m\(index)") }
+        try await waitUntil("the rest") { messages(resumed).count == 5 }
+        #expect((messages(log) + messages(resumed)).map(\.2) == Array(1...10))
+        await resumed.cancel()
+        try await second.stop()
+    }
+
+    @Test("SubscribeEvents: an event whose transaction commits late is delivered, before the later ones")
+    func lateCommitNotSkipped() async throws {
+        let harness = try await ServiceHarness()
+        let service = try harness.client(.service, user: "indexer")
+        let admin = try harness.client(.tenantAdmin)
+        let thread = try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "L"))
+            .thread!
+        let log = StreamLog.start { try await service.subscribeEvents(SubscribeEventsRequest()) }
+        try await waitUntil("the thread's creation") { log.events.count == 1 }
+
+        // A transaction that writes an event first (a smaller transaction id) and commits after another one.
+        let slow = Unchecked(try PGConnection(conninfo: harness.database.app))
+        let insert: SQL = """
+            INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
+            VALUES (\(Fixture.tenantA)::uuid, 11, \(Fixture.learnerA1)::uuid, '{"late": true}')
+            """
+        try await offPool {
+            _ = try slow.value.query("BEGIN")
+            _ = try slow.value.query(Fixture.admin(Fixture.tenantA).setConfigStatement)
+            _ = try slow.value.query(insert)
+        }
+        _ = try await send(admin, thread.id, "committed first")
+        try await Task.sleep(for: .milliseconds(500))
+        // The message's event is held back: delivering it now would let a cursor skip the late one.
+        #expect(log.events.count == 1)
+        try await offPool { _ = try slow.value.query("COMMIT") }
+        try await waitUntil("both events") { log.events.count == 3 }
+        let types = log.events.map { $0.event?.type }
+        #expect(types == [.threadCreated, .legalHoldPlaced, .messageCreated])
+        let cursors = log.events.compactMap { $0.event?.cursor }.compactMap(OutboxCursor.init(token:))
+        #expect(cursors == cursors.sorted() && Set(cursors).count == 3)
+        // Resuming after the first event delivers the other two again, in the same order.
+        let resumed = StreamLog.start {
+            try await service.subscribeEvents(SubscribeEventsRequest(cursor: cursors[0].token))
+        }
+        try await waitUntil("the resumed events") { resumed.events.count == 2 }
+        #expect(resumed.events.map { $0.event?.type } == [.legalHoldPlaced, .messageCreated])
+        slow.value.close()
+        await log.cancel()
+        await resumed.cancel()
+        try await harness.stop()
+    }
+}
+
+private struct Unchecked<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

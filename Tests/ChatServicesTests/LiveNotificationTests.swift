@@ -1,0 +1,71 @@
+import ChatStore
+import Testing
+
+@testable import ChatServices
+
+@Suite("Live delivery: notification payloads, wake-up signals and outbox cursors")
+struct LiveNotificationTests {
+    static let tenant = "a0000000-0000-4000-8000-000000000001"
+
+    func change(_ thread: Int, _ seq: Int64, learner: String? = "l1") -> LiveChange {
+        LiveChange(tenantID: Self.tenant, threadID: "thread-\(thread)", learnerID: learner, eventSeq: seq)
+    }
+
+    @Test("payloads round-trip and stay under PostgreSQL's 8000-byte limit, split as needed")
+    func roundTripAndSplit() throws {
+        let changes =
+            (0..<500).map { self.change($0, Int64($0) * 3) } + [
+                LiveChange(tenantID: Self.tenant, threadID: nil, learnerID: nil, eventSeq: 0)
+            ]
+        let payloads = LiveNotification.encode(instance: "abc", changes: changes)
+        #expect(payloads.count > 1)
+        #expect(payloads.allSatisfy { $0.utf8.count <= 7_999 })
+        var decoded: [LiveChange] = []
+        for payload in payloads {
+            let (instance, part) = try #require(LiveNotification.decode(payload))
+            #expect(instance == "abc")
+            decoded += part
+        }
+        #expect(decoded == changes)
+        #expect(LiveNotification.encode(instance: "abc", changes: []).isEmpty)
+    }
+
+    @Test("malformed payloads are refused, not half-read")
+    func malformed() {
+        for payload in ["", "2 abc", "1", "1 abc\nt th l", "1 abc\nt th l notanumber", "1 abc\n t th l 1 x"] {
+            #expect(LiveNotification.decode(payload) == nil, "\(payload)")
+        }
+    }
+
+    @Test("coalescing keeps one change per thread, at its newest position, in first-seen order")
+    func coalesce() {
+        let coalesced = LiveNotification.coalesce([
+            self.change(1, 5), self.change(2, 1), self.change(1, 7), self.change(1, 6), self.change(2, 2),
+        ])
+        #expect(coalesced == [self.change(1, 7), self.change(2, 2)])
+    }
+
+    @Test("a signal sent while nobody waits is kept for the next wait; a wait without one times out")
+    func signal() async {
+        let signal = LiveSignal()
+        #expect(await signal.wait(timeout: .milliseconds(20)) == false)
+        signal.signal()
+        #expect(await signal.wait(timeout: .seconds(5)) == true)
+        #expect(await signal.wait(timeout: .milliseconds(20)) == false)
+        async let woken = signal.wait(timeout: .seconds(10))
+        try? await Task.sleep(for: .milliseconds(50))
+        signal.signal()
+        #expect(await woken == true)
+    }
+
+    @Test("outbox cursors: the token round-trips, order follows (transaction, id), junk is refused")
+    func cursors() {
+        let cursor = OutboxCursor(txID: 123_456, id: 42)
+        #expect(OutboxCursor(token: cursor.token) == cursor)
+        #expect(OutboxCursor(txID: 1, id: 99) < OutboxCursor(txID: 2, id: 1))
+        #expect(OutboxCursor(txID: 2, id: 1) < OutboxCursor(txID: 2, id: 2))
+        for junk in ["", "e1.1", "e1.-1.2", "e2.1.2", "e1.1.2.3", "e1.+1.2", "e1.99999999999999999999.1", "e1. 1.2"] {
+            #expect(OutboxCursor(token: junk) == nil, "\(junk)")
+        }
+    }
+}
