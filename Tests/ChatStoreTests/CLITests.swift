@@ -67,6 +67,10 @@ struct CLITests {
         #expect(
             try await chatctl(["messages", "edit", thread, "1", "--body", "Chapter 5 tonight?"]).contains("edited 1x")
         )
+        // The live stream replays the thread (each message as it is now) and exits after --max-events.
+        let watched = try await chatctl(["watch", "thread", thread, "--max-events", "2"])
+        #expect(watched.contains("[1 created]") == false && watched.contains("Chapter 5 tonight?"))
+        #expect(watched.contains("edited") && watched.contains("Yes!"))
         #expect(try await chatctl(["messages", "read", thread, "--up-to", "2"]).contains("0 unread"))
         #expect(try await chatctl(["messages", "delete", thread, "2"]).contains("[deleted by guardian-9]"))
         #expect(try await chatctl(["threads", "list"]).contains("Reading"))
