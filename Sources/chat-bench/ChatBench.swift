@@ -17,7 +17,14 @@ struct ChatBench: AsyncParsableCommand {
 
     @Option(name: .customLong("address"), help: "The server, host:port.") var address: String = "127.0.0.1:7443"
     @Option(name: .customLong("ca"), help: "PEM CA of the server's certificate.") var ca: String
-    @Option(name: .customLong("scenario"), help: "unary-health") var scenario: String = "unary-health"
+    @Option(name: .customLong("scenario"), help: "unary-health or live") var scenario: String = "unary-health"
+    @Option(name: .customLong("token"), help: "live: a tenant_admin bearer token.") var token: String?
+    @Option(name: .customLong("watch-address"), help: "live: where the watchers connect (default: --address).")
+    var watchAddress: String?
+    @Option(name: .customLong("watchers"), help: "live: open WatchThread streams.") var watchers: Int = 1_000
+    @Option(name: .customLong("threads"), help: "live: threads the watchers and messages are spread over.")
+    var threads: Int = 100
+    @Option(name: .customLong("rate"), help: "live: messages sent per second.") var rate: Double = 200
     @Option(name: .customLong("concurrency"), help: "Calls in flight.") var concurrency: Int = 1
     @Option(name: .customLong("connections"), help: "Connections the calls are spread over.") var connections: Int = 1
     @Option(name: .customLong("duration"), help: "Seconds of measurement (after a 1 s warm-up).") var duration: Double =
@@ -25,18 +32,36 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("json"), help: "Append the result as a JSON line to this file.") var json: String?
 
     func validate() throws {
-        guard self.scenario == "unary-health" else { throw ValidationError("unknown --scenario \(self.scenario)") }
-        guard self.concurrency >= 1, self.connections >= 1, self.connections <= self.concurrency else {
+        guard ["unary-health", "live"].contains(self.scenario) else {
+            throw ValidationError("unknown --scenario \(self.scenario)")
+        }
+        if self.scenario == "live" {
+            guard self.token != nil else { throw ValidationError("--scenario live needs --token") }
+            guard self.watchers >= 1, self.threads >= 1, self.rate > 0 else {
+                throw ValidationError("--watchers, --threads and --rate must be positive")
+            }
+        }
+        guard self.concurrency >= 1, self.connections >= 1,
+            self.scenario == "live" || self.connections <= self.concurrency
+        else {
             throw ValidationError("need 1 <= --connections <= --concurrency")
         }
         guard self.duration > 0, self.duration <= 600 else { throw ValidationError("--duration is 0 to 600 s") }
     }
 
+    static func split(_ address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            throw ValidationError("an address must be host:port, not \(address)")
+        }
+        return (String(address[..<colon]), port)
+    }
+
     func run() async throws {
-        guard let colon = self.address.lastIndex(of: ":"),
-            let port = Int(self.address[self.address.index(after: colon)...])
-        else { throw ValidationError("--address must be host:port") }
-        let host = String(self.address[..<colon])
+        if self.scenario == "live" {
+            try await self.runLive()
+            return
+        }
+        let (host, port) = try Self.split(self.address)
         let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let clients = (0..<self.connections).map { _ in ChatClient(host: host, port: port, tls: tls, group: group) }
@@ -70,19 +95,24 @@ struct ChatBench: AsyncParsableCommand {
         }
         for client in clients { await client.close() }
         try await group.shutdownGracefully()
+        try self.report(latencies, count: latencies.count, rateLabel: "calls/s", extra: [:])
+    }
 
+    /// Prints a row and appends the JSON line; `latencies` are sorted nanoseconds.
+    func report(_ latencies: [Int64], count: Int, rateLabel: String, extra: [String: Any]) throws {
         func percentile(_ p: Double) -> Double {
             guard !latencies.isEmpty else { return 0 }
             let index = min(latencies.count - 1, Int((p / 100 * Double(latencies.count)).rounded(.up)) - 1)
             return Double(latencies[max(0, index)]) / 1_000_000
         }
-        let rate = Double(latencies.count) / self.duration
+        let rate = Double(count) / self.duration
         let row = String(
-            format: "%-14@ %4d in flight %2d conn  %9.0f calls/s  p50 %7.3f  p90 %7.3f  p99 %7.3f  p99.9 %7.3f ms",
+            format: "%-14@ %4d in flight %2d conn  %9.0f %@  p50 %7.3f  p90 %7.3f  p99 %7.3f  p99.9 %7.3f ms",
             self.scenario as NSString,
-            self.concurrency,
+            self.scenario == "live" ? self.watchers : self.concurrency,
             self.connections,
             rate,
+            rateLabel as NSString,
             percentile(50),
             percentile(90),
             percentile(99),
@@ -90,11 +120,12 @@ struct ChatBench: AsyncParsableCommand {
         )
         print(row)
         if let path = self.json {
-            let object: [String: Any] = [
+            var object: [String: Any] = [
                 "scenario": self.scenario, "concurrency": self.concurrency, "connections": self.connections,
                 "calls_per_second": rate, "p50_ms": percentile(50), "p90_ms": percentile(90), "p99_ms": percentile(99),
-                "p999_ms": percentile(99.9), "calls": latencies.count, "duration_s": self.duration,
+                "p999_ms": percentile(99.9), "calls": count, "duration_s": self.duration,
             ]
+            object.merge(extra) { $1 }
             let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8)
             if let handle = FileHandle(forWritingAtPath: path) {
                 handle.seekToEndOfFile()
@@ -104,5 +135,91 @@ struct ChatBench: AsyncParsableCommand {
                 FileManager.default.createFile(atPath: path, contents: line)
             }
         }
+    }
+
+    /// Commit-to-delivery latency: `--watchers` WatchThread streams over `--threads` threads (on `--watch-address`,
+    /// possibly another instance), while messages are sent at `--rate`. A message's latency is its arrival at a
+    /// watcher minus its `created_at` (read by PostgreSQL just before the commit, on this machine's clock).
+    func runLive() async throws {
+        let (host, port) = try Self.split(self.address)
+        let (watchHost, watchPort) = try Self.split(self.watchAddress ?? self.address)
+        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let authorization = "Bearer \(self.token ?? "")"
+        let sender = ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
+        let watchClients = (0..<self.connections).map { _ in
+            ChatClient(host: watchHost, port: watchPort, tls: tls, authorization: authorization, group: group)
+        }
+        var threadIDs: [String] = []
+        for index in 0..<self.threads {
+            let learner = UUID().uuidString.lowercased()
+            threadIDs.append(
+                try await sender.createThread(CreateThreadRequest(learnerId: learner, title: "bench \(index)")).thread!
+                    .id
+            )
+        }
+        let clock = ContinuousClock()
+        let sendEnd = clock.now + .seconds(2) + .milliseconds(Int64(self.duration * 1000))
+        let watchEnd = sendEnd + .seconds(2)
+        let ids = threadIDs
+        let results = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for watcher in 0..<self.watchers {
+                let client = watchClients[watcher % watchClients.count]
+                let thread = ids[watcher % ids.count]
+                group.addTask {
+                    let stream = try await client.watchThread(WatchThreadRequest(threadId: thread))
+                    let reader = Task { () -> [Int64] in
+                        var samples: [Int64] = []
+                        do {
+                            for try await response in stream {
+                                guard case .message(let event)? = response.event?.event, let message = event.message
+                                else { continue }
+                                let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                                samples.append((now - message.createdAtUs) * 1_000)
+                            }
+                        } catch {
+                            // Cancelled at the end of the run.
+                        }
+                        return samples
+                    }
+                    try await Task.sleep(until: watchEnd)
+                    reader.cancel()
+                    return await reader.value
+                }
+            }
+            // Messages at the rate, after a moment for the streams to open.
+            group.addTask {
+                try await Task.sleep(for: .seconds(2))
+                let interval = Duration.seconds(1.0 / self.rate)
+                var next = clock.now
+                var index = 0
+                while clock.now < sendEnd {
+                    _ = try await sender.sendMessage(
+                        SendMessageRequest(
+                            threadId: ids[index % ids.count],
+                            body: "bench message \(index)",
+                            idempotencyKey: UUID().uuidString
+                        )
+                    )
+                    index += 1
+                    next += interval
+                    if next > clock.now { try await Task.sleep(until: next) }
+                }
+                return []
+            }
+            return try await group.reduce(into: [Int64]()) { $0 += $1 }.sorted()
+        }
+        await sender.close()
+        for client in watchClients { await client.close() }
+        try await group.shutdownGracefully()
+        try self.report(
+            results,
+            count: results.count,
+            rateLabel: "deliveries/s",
+            extra: [
+                "watchers": self.watchers, "threads": self.threads, "rate": self.rate,
+                "cross_instance": self.watchAddress != nil && self.watchAddress != self.address,
+            ]
+        )
     }
 }

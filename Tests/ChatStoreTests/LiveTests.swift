@@ -5,6 +5,7 @@ import ChatRPC
 import ChatServices
 import ChatTestSupport
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -407,4 +408,74 @@ struct LivePropertyTests {
 private struct Unchecked<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
+}
+
+/// Restarts PostgreSQL under open streams: on a private cluster, since the shared one serves the other tests.
+@Suite("Live delivery across a PostgreSQL restart")
+struct LiveRestartTests {
+    @Test("streams stay open across a restart and deliver every message once, in order")
+    func streamsSurviveRestart() async throws {
+        let directory = "/tmp/chatd-live-restart-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(try await TestDatabase.runScript(["scripts/pgcluster", "start", directory]) == 0)
+        defer {
+            _ = try? TestDatabase.runScriptBlocking(["scripts/pgcluster", "stop", directory])
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        let superuser = "host=\(directory) port=5432 dbname=postgres user=postgres"
+        let owner = "host=\(directory) port=5432 dbname=chat user=chat_owner"
+        try await offPool {
+            let admin = try PGConnection(conninfo: superuser)
+            defer { admin.close() }
+            _ = try admin.query("CREATE ROLE chat_owner LOGIN CREATEROLE NOBYPASSRLS")
+            _ = try admin.query("CREATE DATABASE chat OWNER chat_owner")
+            let connection = try PGConnection(conninfo: owner)
+            defer { connection.close() }
+            _ = try Migrator().migrate(connection, logger: Logger(label: "test"))
+        }
+        let database = MigratedDatabase(
+            name: "chat",
+            owner: owner,
+            app: "host=\(directory) port=5432 dbname=chat user=chat_app",
+            superuser: "host=\(directory) port=5432 dbname=chat user=postgres"
+        )
+        let harness = try await ServiceHarness(sharing: database)
+        let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
+
+        /// Sends with one idempotency key until the server answers: a retry after an outage cannot duplicate.
+        func sendRetrying(_ thread: String, _ body: String) async throws {
+            for _ in 0..<300 {
+                do {
+                    _ = try await guardian.sendMessage(
+                        SendMessageRequest(threadId: thread, body: body, idempotencyKey: "key-\(body)")
+                    )
+                    return
+                } catch let error as RPCError where error.code == .unavailable {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            Issue.record("the database did not come back")
+        }
+
+        let thread = try await guardian.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "R"))
+            .thread!
+        let threadLog = StreamLog.start { try await guardian.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        let inboxLog = StreamLog.start { try await guardian.watchInbox(WatchInboxRequest()) }
+        try await waitUntil("the heads") { !threadLog.events.isEmpty && !inboxLog.events.isEmpty }
+        for index in 1...3 { try await sendRetrying(thread.id, "before \(index)") }
+        try await waitUntil("the first messages") { messages(threadLog).count == 3 }
+
+        #expect(try await TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
+        for index in 1...3 { try await sendRetrying(thread.id, "after \(index)") }
+
+        try await waitUntil("every message") {
+            messages(threadLog).count == 6
+                && inboxLog.events.filter { $0.event?.messageEvent != nil }.count == 6
+        }
+        #expect(!threadLog.ended && !inboxLog.ended)
+        #expect(messages(threadLog).map(\.2) == Array(1...6))
+        #expect(inboxLog.events.compactMap { $0.event?.messageEvent?.message?.seq } == Array(1...6))
+        await threadLog.cancel()
+        await inboxLog.cancel()
+        try await harness.stop()
+    }
 }
