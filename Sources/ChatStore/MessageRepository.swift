@@ -220,6 +220,15 @@ public struct MessageRepository: Sendable {
         """
     }
 
+    /// The CTE `bumped` that gives the `target` message's change the thread's next event position.
+    static let nextEventPosition = """
+        bumped AS (
+            UPDATE chat.threads t SET event_seq = t.event_seq + 1
+            FROM target WHERE t.tenant_id = target.tenant_id AND t.id = target.thread_id
+            RETURNING t.event_seq
+        )
+        """
+
     /// Why an edit or a delete did not happen.
     static func explainMissing(_ result: PGResult) throws -> StorageError {
         guard result.rowCount == 1 else { return StorageError(code: .notFound, detail: "message") }
@@ -253,11 +262,7 @@ public struct MessageRepository: Sendable {
                 SELECT tenant_id, thread_id, seq, edit_count + 2, learner_id, \(body), \(context.userID),
                        \(context.role.rawValue), clock_timestamp()
                 FROM target
-            ), bumped AS (
-                UPDATE chat.threads t SET event_seq = t.event_seq + 1
-                FROM target WHERE t.tenant_id = target.tenant_id AND t.id = target.thread_id
-                RETURNING t.event_seq
-            ), updated AS (
+            ), \(unsafeRaw: Self.nextEventPosition), updated AS (
                 UPDATE chat.messages m SET body = \(body), edited_at = clock_timestamp(), edit_count = m.edit_count + 1,
                     event_seq = bumped.event_seq
                 FROM target, bumped
@@ -292,11 +297,7 @@ public struct MessageRepository: Sendable {
                 WHERE tenant_id = \(context.tenantID) AND thread_id = \(threadID) AND seq = \(seq)
                   AND deleted_at IS NULL AND (author_id = \(context.userID) OR \(moderator))
                 FOR UPDATE
-            ), bumped AS (
-                UPDATE chat.threads t SET event_seq = t.event_seq + 1
-                FROM target WHERE t.tenant_id = target.tenant_id AND t.id = target.thread_id
-                RETURNING t.event_seq
-            ), updated AS (
+            ), \(unsafeRaw: Self.nextEventPosition), updated AS (
                 UPDATE chat.messages m
                 SET body = '', deleted_at = clock_timestamp(), deleted_by = \(context.userID),
                     deleted_by_role = \(context.role.rawValue), event_seq = bumped.event_seq

@@ -54,26 +54,26 @@ func resuming(
 }
 
 func print(_ event: WatchEvent, _ output: OutputOptions) -> Bool {
+    var object: [String: Any]
+    let line: String
     switch event.event {
     case .message(let message)?:
         let body = message.message ?? Message()
-        var object = json(body)
+        object = json(body)
         object["event"] = "message.\(message.kind)"
-        object["position"] = event.seq
-        if !event.cursor.isEmpty { object["cursor"] = event.cursor }
-        output.print(object, human: "[\(event.seq) \(message.kind)] \(human(body))")
-        return true
+        line = "[\(event.seq) \(message.kind)] \(human(body))"
     case .thread(let thread)?:
         let record = thread.thread ?? ChatProto.Thread()
-        var object = json(record)
+        object = json(record)
         object["event"] = "thread.\(thread.kind)"
-        object["position"] = event.seq
-        if !event.cursor.isEmpty { object["cursor"] = event.cursor }
-        output.print(object, human: "[\(event.seq) thread \(thread.kind)] \(human(record))")
-        return true
+        line = "[\(event.seq) thread \(thread.kind)] \(human(record))"
     default:
         return false
     }
+    object["position"] = event.seq
+    if !event.cursor.isEmpty { object["cursor"] = event.cursor }
+    output.print(object, human: line)
+    return true
 }
 
 struct WatchThreadCommand: AsyncParsableCommand {
