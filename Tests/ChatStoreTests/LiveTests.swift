@@ -292,6 +292,9 @@ struct LivePropertyTests {
         let threadIDs = threads
         let targets = threads.map { _ in Target() }
         let perSender = 25
+        // An inbox on the other instance: every thread's messages must arrive in their order, each once.
+        let inbox = StreamLog.start { try await watchers[1].watchInbox(WatchInboxRequest()) }
+        try await waitUntil("the inbox head") { !inbox.events.isEmpty }
 
         try await withThrowingTaskGroup(of: (Int, [UInt64])?.self) { group in
             for (index, thread) in threadIDs.enumerated() {
@@ -329,6 +332,19 @@ struct LivePropertyTests {
                 checked += 1
             }
             #expect(checked == 3)
+            try await waitUntil("every message in the inbox") {
+                inbox.events.filter { $0.event?.messageEvent != nil }.count == 4 * perSender
+            }
+            for (index, thread) in threadIDs.enumerated() {
+                let seqs = inbox.events.compactMap { event -> UInt64? in
+                    guard let message = event.event?.messageEvent?.message, message.threadId == thread else {
+                        return nil
+                    }
+                    return message.seq
+                }
+                #expect(seqs == (0..<counts[index]).map { UInt64($0 + 1) }, "thread \(index) in the inbox")
+            }
+            await inbox.cancel()
         }
         try await second.stop()
         try await first.stop()
