@@ -122,11 +122,7 @@ final class ChatConnection: Sendable {
                 }
             }
         }
-        let amount = timeout.map {
-            TimeAmount.nanoseconds(
-                Int64($0.components.seconds) * 1_000_000_000 + $0.components.attoseconds / 1_000_000_000
-            )
-        }
+        let amount = timeout.map(TimeAmount.init)
         eventLoop.execute {
             handler.value.startCall(
                 token: token,

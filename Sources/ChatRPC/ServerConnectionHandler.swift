@@ -542,11 +542,3 @@ final class CallIDGenerator: Sendable {
         self.counter.add(1, ordering: .relaxed).newValue
     }
 }
-
-extension TimeAmount {
-    /// The same span as a `TimeAmount`.
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}

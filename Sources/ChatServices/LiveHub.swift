@@ -197,15 +197,6 @@ public final class LiveHub: Service, Sendable {
         self.instanceID = String(generator.next(), radix: 36)
     }
 
-    /// The number of open streams (for metrics and tests).
-    public var streamCount: Int {
-        self.streams.withLock { streams in
-            streams.values.reduce(0) { total, tenant in
-                total + tenant.feeds.count + tenant.threads.values.reduce(0) { $0 + $1.count }
-            }
-        }
-    }
-
     /// Registers a stream. Register before the first read, so that nothing committed after that read is missed.
     public func subscribe(tenantID: String, interest: LiveSubscription.Interest) -> LiveSubscription {
         let subscription = LiveSubscription(tenantID: tenantID, interest: interest)
@@ -362,7 +353,7 @@ public final class LiveHub: Service, Sendable {
                     for thread in chunk {
                         // A thread that is gone is reported to its streams, which end.
                         let position = positions[thread] ?? Int64.max
-                        for watcher in tenant.threads[thread]?.values ?? [:].values
+                        for watcher in tenant.threads[thread, default: [:]].values
                         where watcher.threadPosition < position {
                             watcher.signal.signal()
                         }

@@ -81,15 +81,19 @@ public struct LiveService: Sendable {
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .thread(threadID))
         defer { self.hub.unsubscribe(subscription) }
         subscription.delivered(threadPosition: cursor)
-        do {
-            var changes = try await stream.read {
+        func readChanges() async throws -> LiveRepository.ThreadChanges {
+            let after = cursor
+            return try await stream.read {
                 try await self.repository.threadChanges(
                     tenant,
                     threadID: threadID,
-                    after: cursor,
+                    after: after,
                     limit: self.configuration.pageSize
                 )
             }
+        }
+        do {
+            var changes = try await readChanges()
             guard var thread = changes.thread else {
                 throw RPCError(.notFound, "thread \(threadID) does not exist or is outside your scope")
             }
@@ -121,14 +125,7 @@ public struct LiveService: Sendable {
                         WatchThreadResponse(event: LiveEvents.heartbeat(cursor: ""))
                     }
                 }
-                changes = try await stream.read {
-                    try await self.repository.threadChanges(
-                        tenant,
-                        threadID: threadID,
-                        after: cursor,
-                        limit: self.configuration.pageSize
-                    )
-                }
+                changes = try await readChanges()
             }
         } catch {
             throw stream.ended(by: error, resume: ResumeInfo(afterSeq: UInt64(cursor)), "after_seq \(cursor)")
