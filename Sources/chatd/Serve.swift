@@ -69,6 +69,15 @@ struct Serve: AsyncParsableCommand {
     )
     var liveCheckInterval: Double = 1
 
+    @Option(
+        name: .customLong("retention-interval"),
+        help: "Seconds between retention sweeps of the tenants with a policy (0: no sweeper in this instance)."
+    )
+    var retentionInterval: Double = 3600
+
+    @Option(name: .customLong("retention-batch-size"), help: "Rows per retention batch (1 to 10000).")
+    var retentionBatchSize: Int = 1000
+
     @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
@@ -107,6 +116,9 @@ struct Serve: AsyncParsableCommand {
         guard self.liveHeartbeat > 0, self.liveStallLimit > 0, self.liveCheckInterval > 0 else {
             throw ValidationError("--live-heartbeat, --live-stall-limit and --live-check-interval must be positive")
         }
+        guard self.retentionInterval >= 0, (1...10_000).contains(self.retentionBatchSize) else {
+            throw ValidationError("--retention-interval must not be negative; --retention-batch-size is 1 to 10000")
+        }
         let hub = LiveHub(
             pool: pool,
             configuration: .init(
@@ -128,6 +140,7 @@ struct Serve: AsyncParsableCommand {
                 stallLimit: .milliseconds(Int64(self.liveStallLimit * 1000))
             )
         ).register(in: &router)
+        PrivacyService(pool: pool, live: hub, logger: logger).register(in: &router)
         MethodListService.register(in: &router, serverVersion: chatdVersion)
 
         let server = ChatServer(
@@ -155,7 +168,18 @@ struct Serve: AsyncParsableCommand {
                     // Before the server: shut down after it, so that draining streams still get woken.
                     .init(service: hub),
                     .init(service: server),
-                ],
+                ]
+                    + (self.retentionInterval > 0
+                        ? [
+                            .init(
+                                service: RetentionScheduler(
+                                    pool: pool,
+                                    interval: .milliseconds(Int64(self.retentionInterval * 1000)),
+                                    batchSize: self.retentionBatchSize,
+                                    logger: logger
+                                )
+                            )
+                        ] : []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

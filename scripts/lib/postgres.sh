@@ -35,7 +35,7 @@ pg_cluster_start() {
         return 0  # already running (another scripts/dev, say): reuse it
     fi
     pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=${CHAT_PG_FSYNC:-on} -c max_connections=200" \
+        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=${CHAT_PG_FSYNC:-on} -c max_connections=500" \
         start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
 }
 

@@ -29,7 +29,8 @@ final class ServiceHarness: Sendable {
         live: LiveService.Configuration = LiveService.Configuration(),
         hub hubConfiguration: ((String) -> LiveHub.Configuration)? = nil,
         sharing database: MigratedDatabase? = nil,
-        poolSize: Int = 8
+        poolSize: Int = 8,
+        exportPageSize: Int = 500
     ) async throws {
         if let database {
             self.database = database
@@ -55,6 +56,8 @@ final class ServiceHarness: Sendable {
         ThreadService(pool: self.pool, live: hub).register(in: &router)
         MessageService(pool: self.pool, live: hub).register(in: &router)
         LiveService(pool: self.pool, hub: hub, configuration: live).register(in: &router)
+        PrivacyService(pool: self.pool, live: hub, logger: Logger(label: "privacy"), exportPageSize: exportPageSize)
+            .register(in: &router)
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let tls = try TLSContext(
             configuration: .server(certificate: "\(directory)/server.pem", privateKey: "\(directory)/server.key")

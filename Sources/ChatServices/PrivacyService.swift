@@ -1,0 +1,476 @@
+public import ChatAuth
+internal import ChatProto
+public import ChatRPC
+public import ChatStore
+internal import Foundation
+public import Logging
+
+/// The privacy RPCs for batch jobs: export (GDPR Art. 15 and 20), erasure (Art. 17), legal holds, retention and the
+/// audit trail. Privacy officers and tenant admins only (the authorization table), within their own tenant (the
+/// privacy tables' row-level security admits no one else either).
+public struct PrivacyService: Sendable {
+    let repository: PrivacyRepository
+    let live: LiveHub?
+    let logger: Logger
+    /// Records per export page (one transaction each).
+    let exportPageSize: Int
+
+    /// Creates the service over a pool; `live` is told of the threads an erasure removed, so their streams end.
+    public init(pool: PGPool, live: LiveHub? = nil, logger: Logger, exportPageSize: Int = 500) {
+        self.repository = PrivacyRepository(pool: pool)
+        self.live = live
+        self.logger = logger
+        self.exportPageSize = exportPageSize
+    }
+
+    /// Registers the methods.
+    public func register(in router: inout Router) {
+        router.register(ChatMethods.PrivacyService.exportLearnerData) { request, context, writer in
+            try await self.export(request, context, writer)
+        }
+        router.register(ChatMethods.PrivacyService.eraseLearnerData) { request, context in
+            try await self.erase(request, context)
+        }
+        router.register(ChatMethods.PrivacyService.placeLegalHold) { request, context in
+            let principal = try context.requirePrincipal()
+            let learner = try Validate.uuid(request.learnerId, "learner_id")
+            let reason = try Validate.reason(request.reason, required: true)
+            let (hold, placed) = try await self.repository.placeHold(
+                TenantContext(principal),
+                learnerID: learner,
+                reason: reason
+            )
+            guard placed else {
+                throw RPCError(.alreadyExists, "learner \(learner) is already under \(Self.describe(hold))")
+            }
+            self.logger.notice("legal hold placed", metadata: ["learner": "\(learner)", "by": "\(principal.userID)"])
+            return PlaceLegalHoldResponse(hold: LegalHold(hold))
+        }
+        router.register(ChatMethods.PrivacyService.releaseLegalHold) { request, context in
+            let principal = try context.requirePrincipal()
+            let learner = try Validate.uuid(request.learnerId, "learner_id")
+            let reason = try Validate.reason(request.reason, required: false)
+            do {
+                try await self.repository.releaseHold(TenantContext(principal), learnerID: learner, reason: reason)
+            } catch let error as StorageError where error.code == .notFound {
+                throw RPCError(.notFound, "learner \(learner) is not under a legal hold")
+            }
+            self.logger.notice("legal hold released", metadata: ["learner": "\(learner)", "by": "\(principal.userID)"])
+            return ReleaseLegalHoldResponse()
+        }
+        router.register(ChatMethods.PrivacyService.listLegalHolds) { request, context in
+            let principal = try context.requirePrincipal()
+            let page = request.page ?? PageRequest()
+            let limit = try Validate.pageSize(page.pageSize)
+            var after: String?
+            if !page.pageToken.isEmpty {
+                after = try Validate.uuid(try PageToken.decode(page.pageToken, count: 1)[0], "page.page_token")
+            }
+            let holds = try await self.repository.holds(TenantContext(principal), afterLearner: after, limit: limit + 1)
+            return ListLegalHoldsResponse(
+                holds: holds.prefix(limit).map(LegalHold.init),
+                page: PageInfo(nextPageToken: holds.count > limit ? PageToken.encode([holds[limit - 1].learnerID]) : "")
+            )
+        }
+        router.register(ChatMethods.PrivacyService.getRetentionPolicy) { _, context in
+            let principal = try context.requirePrincipal()
+            let policy = try await self.repository.retentionPolicy(TenantContext(principal))
+            return GetRetentionPolicyResponse(policy: policy.map(RetentionPolicy.init) ?? RetentionPolicy())
+        }
+        router.register(ChatMethods.PrivacyService.setRetentionPolicy) { request, context in
+            let principal = try context.requirePrincipal()
+            guard request.messageRetentionDays <= 36_500 else {
+                throw RPCError.invalidArgument(field: "message_retention_days", "0 (keep forever) to 36500")
+            }
+            let policy = try await self.repository.setRetentionPolicy(
+                TenantContext(principal),
+                days: Int(request.messageRetentionDays)
+            )
+            self.logger.notice(
+                "retention policy set",
+                metadata: ["days": "\(policy.messageRetentionDays)", "by": "\(principal.userID)"]
+            )
+            return SetRetentionPolicyResponse(policy: RetentionPolicy(policy))
+        }
+        router.register(ChatMethods.PrivacyService.runRetentionSweep) { request, context, writer in
+            let principal = try context.requirePrincipal()
+            guard request.batchSize <= 10_000 else {
+                throw RPCError.invalidArgument(field: "batch_size", "1 to 10000 (0 = 1000)")
+            }
+            let sweeper = RetentionSweeper(repository: self.repository, logger: self.logger)
+            let result = try await sweeper.sweep(
+                TenantContext(principal),
+                batchSize: request.batchSize == 0 ? 1000 : Int(request.batchSize)
+            ) { run, removed in
+                try await writer.write(
+                    RunRetentionSweepResponse(
+                        removed: ChatProto.RemovalCounts(removed),
+                        skippedHeldLearners: UInt32(run.heldLearners),
+                        auditId: run.auditID
+                    )
+                )
+            }
+            guard let (run, removed) = result else {
+                throw RPCError(
+                    .failedPrecondition,
+                    "this tenant has no retention policy: set one with SetRetentionPolicy (message_retention_days > 0)"
+                )
+            }
+            try await writer.write(
+                RunRetentionSweepResponse(
+                    removed: ChatProto.RemovalCounts(removed),
+                    skippedHeldLearners: UInt32(run.heldLearners),
+                    done: true,
+                    auditId: run.auditID
+                )
+            )
+        }
+        router.register(ChatMethods.PrivacyService.listAuditRecords) { request, context in
+            try await self.listAudit(request, context)
+        }
+    }
+
+    // MARK: - Export
+
+    func export(
+        _ request: ExportLearnerDataRequest,
+        _ context: CallContext,
+        _ writer: ResponseWriter<ExportLearnerDataResponse>
+    ) async throws {
+        let principal = try context.requirePrincipal()
+        let tenant = TenantContext(principal)
+        let learner = try Validate.uuid(request.learnerId, "learner_id")
+        let reason = try Validate.reason(request.reason, required: false)
+        var position = ExportPosition.start
+        var sent: Int64 = 0
+        let auditID: String
+        if request.resumeToken.isEmpty {
+            auditID = try await self.repository.beginExport(tenant, learnerID: learner, reason: reason)
+        } else {
+            guard let token = ExportToken(text: request.resumeToken) else {
+                throw RPCError.invalidArgument(field: "resume_token", "not a resume token of an export record")
+            }
+            guard token.learnerID == learner else {
+                throw RPCError.invalidArgument(field: "resume_token", "belongs to an export of another learner")
+            }
+            do {
+                try await self.repository.resumeExport(tenant, learnerID: learner, auditID: token.auditID)
+            } catch let error as StorageError where error.code == .notFound {
+                throw RPCError.invalidArgument(field: "resume_token", "no such export of this learner in your tenant")
+            }
+            auditID = token.auditID
+            position = token.position
+            sent = token.records
+        }
+        self.logger.notice(
+            "export started",
+            metadata: [
+                "learner": "\(learner)", "audit": "\(auditID)", "by": "\(principal.userID)", "resumed": "\(sent)",
+            ]
+        )
+        do {
+            while position != .done {
+                let page = try await self.repository.exportPage(
+                    tenant,
+                    learnerID: learner,
+                    auditID: auditID,
+                    after: position,
+                    sentBefore: sent,
+                    limit: self.exportPageSize
+                )
+                for (item, after) in page.items {
+                    sent += 1
+                    let token = ExportToken(auditID: auditID, learnerID: learner, records: sent, position: after)
+                    try await writer.write(
+                        ExportLearnerDataResponse(record: ExportRecord(resumeToken: token.text, record: item.record))
+                    )
+                }
+                position = page.next
+            }
+            try await self.repository.finishExport(tenant, auditID: auditID, records: sent, outcome: "ok")
+            try await writer.write(
+                ExportLearnerDataResponse(
+                    record: ExportRecord(record: .summary(ExportSummary(auditId: auditID, records: UInt64(sent))))
+                )
+            )
+            self.logger.notice("export completed", metadata: ["audit": "\(auditID)", "records": "\(sent)"])
+        } catch {
+            // The caller resumes from the last record it received; the audit record says how far this run got.
+            // Recorded outside this (possibly cancelled) task.
+            let records = sent
+            let repository = self.repository
+            await Task {
+                try? await repository.finishExport(
+                    tenant,
+                    auditID: auditID,
+                    records: records,
+                    outcome: "partial: stopped after \(records) records"
+                )
+            }.value
+            self.logger.warning(
+                "export stopped",
+                metadata: ["audit": "\(auditID)", "records": "\(records)", "error": "\(type(of: error))"]
+            )
+            throw error
+        }
+    }
+
+    // MARK: - Erasure
+
+    func erase(_ request: EraseLearnerDataRequest, _ context: CallContext) async throws -> EraseLearnerDataResponse {
+        let principal = try context.requirePrincipal()
+        let learner = try Validate.uuid(request.learnerId, "learner_id")
+        let reason = try Validate.reason(request.reason, required: false)
+        switch try await self.repository.erase(TenantContext(principal), learnerID: learner, reason: reason) {
+        case .held(let hold, let auditID):
+            self.logger.notice(
+                "erasure refused: legal hold",
+                metadata: ["learner": "\(learner)", "audit": "\(auditID)"]
+            )
+            throw RPCError(
+                .failedPrecondition,
+                "learner \(learner) is under \(Self.describe(hold)); release the hold before erasing"
+            )
+        case .erased(let auditID, let removed, let threadIDs, let completedAt):
+            // The erased threads' streams see their thread gone, say so and end.
+            self.live?.published(
+                threadIDs.map {
+                    LiveChange(tenantID: principal.tenantID, threadID: $0, learnerID: learner, eventSeq: 0)
+                }
+            )
+            self.logger.notice(
+                "learner erased",
+                metadata: [
+                    "learner": "\(learner)", "audit": "\(auditID)", "by": "\(principal.userID)",
+                    "threads": "\(removed.threads)", "messages": "\(removed.messages)",
+                ]
+            )
+            return EraseLearnerDataResponse(
+                receipt: ErasureReceipt(
+                    auditId: auditID,
+                    learnerId: learner,
+                    removed: ChatProto.RemovalCounts(removed),
+                    completedAtUs: completedAt
+                )
+            )
+        }
+    }
+
+    static func describe(_ hold: LegalHoldRecord) -> String {
+        "a legal hold placed by \(hold.placedBy) (\(hold.placedByRole)) at \(Self.isoTime(hold.placedAtMicros)): "
+            + "\"\(hold.reason)\""
+    }
+
+    static func isoTime(_ micros: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: Double(micros) / 1_000_000))
+    }
+
+    // MARK: - Audit
+
+    func listAudit(_ request: ListAuditRecordsRequest, _ context: CallContext) async throws
+        -> ListAuditRecordsResponse
+    {
+        let principal = try context.requirePrincipal()
+        let page = request.page ?? PageRequest()
+        let limit = try Validate.pageSize(page.pageSize)
+        var filter = PrivacyRepository.AuditFilter()
+        if !request.learnerId.isEmpty { filter.learnerID = try Validate.uuid(request.learnerId, "learner_id") }
+        switch request.kind {
+        case .unspecified: break
+        case .unrecognized(let value): throw RPCError.invalidArgument(field: "kind", "unknown kind \(value)")
+        default: filter.kind = Int(request.kind.rawValue)
+        }
+        guard request.fromUs >= 0, request.toUs >= 0 else {
+            throw RPCError.invalidArgument(field: "from_us", "microseconds since the epoch, not negative")
+        }
+        filter.fromMicros = request.fromUs == 0 ? nil : request.fromUs
+        filter.toMicros = request.toUs == 0 ? nil : request.toUs
+        let query = "\(filter.learnerID ?? "*")/\(filter.kind ?? 0)/\(request.fromUs)/\(request.toUs)"
+        var after: ExportPosition.AuditKey?
+        if !page.pageToken.isEmpty {
+            let fields = try PageToken.decode(page.pageToken, count: 3)
+            guard fields[2] == query, let micros = Int64(fields[0]) else {
+                throw RPCError.invalidArgument(field: "page.page_token", "belongs to another query")
+            }
+            after = .init(startedAtMicros: micros, id: try Validate.uuid(fields[1], "page.page_token"))
+        }
+        let records = try await self.repository.auditRecords(
+            TenantContext(principal),
+            filter: filter,
+            after: after,
+            limit: limit + 1
+        )
+        let next = records.count > limit ? records[limit - 1] : nil
+        return ListAuditRecordsResponse(
+            records: records.prefix(limit).map(AuditRecord.init),
+            page: PageInfo(
+                nextPageToken: next.map { PageToken.encode([String($0.startedAtMicros), $0.id, query]) } ?? ""
+            )
+        )
+    }
+}
+
+/// Runs retention for one tenant: the run record first, then short batches until nothing expired is left, then the
+/// outcome. Used by the RunRetentionSweep RPC and by the sweeper inside chatd.
+public struct RetentionSweeper: Sendable {
+    let repository: PrivacyRepository
+    let logger: Logger
+
+    public init(repository: PrivacyRepository, logger: Logger) {
+        self.repository = repository
+        self.logger = logger
+    }
+
+    /// Sweeps the tenant of `context`.
+    ///
+    /// - Parameters:
+    ///   - batchSize: rows per batch (per store), each batch its own short transaction.
+    ///   - progress: told the cumulative counts after every batch.
+    /// - Returns: the run and what it removed; nil when the tenant has no retention policy.
+    public func sweep(
+        _ context: TenantContext,
+        batchSize: Int,
+        progress: (PrivacyRepository.RetentionRun, RemovedRows) async throws -> Void = { _, _ in }
+    ) async throws -> (PrivacyRepository.RetentionRun, RemovedRows)? {
+        guard let run = try await self.repository.beginRetentionRun(context) else { return nil }
+        var metadata: Logger.Metadata = [
+            "tenant": "\(context.tenantID)", "audit": "\(run.auditID)", "days": "\(run.days)",
+            "held_learners_skipped": "\(run.heldLearners)",
+        ]
+        self.logger.info("retention run started", metadata: metadata)
+        var removed = RemovedRows()
+        do {
+            while true {
+                let batch = try await self.repository.retentionBatch(context, run: run, batchSize: batchSize)
+                removed.messages += batch.messages
+                removed.messageEdits += batch.messageEdits
+                removed.outboxPayloads += batch.outboxPayloads
+                try await progress(run, removed)
+                if batch.messages < batchSize && batch.outboxPayloads < batchSize { break }
+            }
+            try await self.repository.finishRetentionRun(context, run: run, outcome: "ok")
+        } catch {
+            let outcome = "failed: \(Self.describe(error))"
+            let repository = self.repository
+            await Task { try? await repository.finishRetentionRun(context, run: run, outcome: outcome) }.value
+            metadata["error"] = "\(outcome)"
+            metadata["messages"] = "\(removed.messages)"
+            self.logger.error("retention run failed", metadata: metadata)
+            throw error
+        }
+        metadata["messages"] = "\(removed.messages)"
+        metadata["message_edits"] = "\(removed.messageEdits)"
+        metadata["outbox_payloads"] = "\(removed.outboxPayloads)"
+        self.logger.info("retention run finished", metadata: metadata)
+        return (run, removed)
+    }
+
+    /// What went wrong, without database text that might quote data.
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case let error as StorageError: "\(error.code)\(error.sqlState.map { " (SQLSTATE \($0))" } ?? "")"
+        case is CancellationError: "cancelled"
+        case let error as RPCError: "\(error.code)"
+        default: "\(type(of: error))"
+        }
+    }
+}
+
+extension Validate {
+    /// A stated reason or case reference: at most 512 bytes, no control characters; required for holds.
+    static func reason(_ value: String, required: Bool) throws -> String {
+        let count = value.utf8.count
+        guard count <= 512, !required || count >= 1 else {
+            throw RPCError.invalidArgument(field: "reason", required ? "1 to 512 bytes, required" : "at most 512 bytes")
+        }
+        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw RPCError.invalidArgument(field: "reason", "no control characters")
+        }
+        return value
+    }
+}
+
+extension ExportItem {
+    var record: ExportRecord.Record {
+        switch self {
+        case .thread(let thread): .thread(Thread(thread, unread: 0))
+        case .message(let message): .message(Message(message))
+        case .edits(let threadID, let seq, let revisions):
+            .edits(
+                MessageEditHistory(
+                    threadId: threadID,
+                    seq: UInt64(seq),
+                    edits: revisions.map {
+                        MessageEdit(
+                            revision: UInt32($0.revision),
+                            body: $0.body,
+                            editedBy: Actor(userId: $0.editedBy, role: ChatProto.Role(storedName: $0.editedByRole)),
+                            editedAtUs: $0.editedAtMicros
+                        )
+                    }
+                )
+            )
+        case .readCursor(let cursor):
+            .readCursor(
+                ReadCursor(
+                    userId: cursor.userID,
+                    threadId: cursor.threadID,
+                    readSeq: UInt64(max(0, cursor.readSeq)),
+                    updatedAtUs: cursor.updatedAtMicros
+                )
+            )
+        case .audit(let entry): .audit(AuditRecord(entry))
+        }
+    }
+}
+
+extension ChatProto.RemovalCounts {
+    init(_ rows: RemovedRows) {
+        self.init(
+            threads: UInt64(rows.threads),
+            messages: UInt64(rows.messages),
+            messageEdits: UInt64(rows.messageEdits),
+            readCursors: UInt64(rows.readCursors),
+            outboxPayloads: UInt64(rows.outboxPayloads)
+        )
+    }
+}
+
+extension AuditRecord {
+    init(_ entry: AuditEntry) {
+        self.init(
+            id: entry.id,
+            kind: AuditKind(rawValue: Int32(entry.kind)),
+            actor: Actor(userId: entry.actorID, role: ChatProto.Role(storedName: entry.actorRole)),
+            learnerId: entry.learnerID ?? "",
+            startedAtUs: entry.startedAtMicros,
+            finishedAtUs: entry.finishedAtMicros ?? 0,
+            removed: ChatProto.RemovalCounts(entry.removed),
+            exportedRecords: UInt64(max(0, entry.exportedRecords)),
+            outcome: entry.outcome,
+            reason: entry.reason
+        )
+    }
+}
+
+extension LegalHold {
+    init(_ hold: LegalHoldRecord) {
+        self.init(
+            learnerId: hold.learnerID,
+            reason: hold.reason,
+            placedBy: Actor(userId: hold.placedBy, role: ChatProto.Role(storedName: hold.placedByRole)),
+            placedAtUs: hold.placedAtMicros
+        )
+    }
+}
+
+extension RetentionPolicy {
+    init(_ policy: RetentionPolicyRecord) {
+        self.init(
+            messageRetentionDays: UInt32(max(0, policy.messageRetentionDays)),
+            updatedAtUs: policy.updatedAtMicros,
+            updatedBy: Actor(userId: policy.updatedBy, role: ChatProto.Role(storedName: policy.updatedByRole))
+        )
+    }
+}

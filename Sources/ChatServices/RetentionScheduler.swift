@@ -1,0 +1,68 @@
+public import ChatStore
+public import Logging
+public import ServiceLifecycle
+
+/// The retention sweeper inside chatd: every `interval`, each tenant with a retention policy is swept in short
+/// batches, under that tenant's context, as the `chatd-retention` privacy officer. Every run is recorded in the
+/// tenant's audit trail (start, end, rows removed, outcome) and logged; a failed run says why in both places, and
+/// the next tenant still runs.
+///
+/// Several instances may sweep at once: batches skip rows another one holds locked, so nothing is removed twice;
+/// each instance records its own runs.
+public struct RetentionScheduler: Service {
+    let repository: PrivacyRepository
+    let sweeper: RetentionSweeper
+    let interval: Duration
+    let batchSize: Int
+    let logger: Logger
+
+    /// The identity retention runs are recorded under.
+    public static let userID = "chatd-retention"
+
+    public init(pool: PGPool, interval: Duration, batchSize: Int, logger: Logger) {
+        self.repository = PrivacyRepository(pool: pool)
+        self.sweeper = RetentionSweeper(repository: self.repository, logger: logger)
+        self.interval = interval
+        self.batchSize = batchSize
+        self.logger = logger
+    }
+
+    /// Sweeps, then waits `interval`, until graceful shutdown.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                _ = await self.sweepAll()
+                try? await Task.sleep(for: self.interval)
+            }
+        }
+    }
+
+    /// One pass over every tenant with a policy.
+    ///
+    /// - Returns: the tenants swept and what each removed (nil for a tenant whose run failed).
+    public func sweepAll() async -> [(tenantID: String, removed: RemovedRows?)] {
+        let schedule: [(tenantID: String, days: Int)]
+        do {
+            schedule = try await self.repository.retentionSchedule()
+        } catch {
+            self.logger.error(
+                "retention: cannot read the schedule",
+                metadata: ["error": "\(RetentionSweeper.describe(error))"]
+            )
+            return []
+        }
+        var outcomes: [(tenantID: String, removed: RemovedRows?)] = []
+        for entry in schedule {
+            if Task.isCancelled { break }
+            let context = TenantContext(tenantID: entry.tenantID, userID: Self.userID, role: .privacyOfficer)
+            do {
+                let result = try await self.sweeper.sweep(context, batchSize: self.batchSize)
+                outcomes.append((entry.tenantID, result?.1 ?? RemovedRows()))
+            } catch {
+                // Logged and recorded by the sweeper.
+                outcomes.append((entry.tenantID, nil))
+            }
+        }
+        return outcomes
+    }
+}
