@@ -13,7 +13,9 @@ struct Chatctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatctl",
         abstract: "Talk to a chatd server.",
-        subcommands: [Threads.self, Messages.self, Watch.self, Health.self, Methods.self, Token.self]
+        subcommands: [
+            Threads.self, Messages.self, Watch.self, Privacy.self, Health.self, Methods.self, Token.self,
+        ]
     )
 }
 
