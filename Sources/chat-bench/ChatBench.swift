@@ -5,6 +5,7 @@ import ChatTLS
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The load generator: calls over real TLS through the Swift client, for a bounded duration, and reports calls per
 /// second and latency percentiles.
@@ -17,12 +18,22 @@ struct ChatBench: AsyncParsableCommand {
 
     @Option(name: .customLong("address"), help: "The server, host:port.") var address: String = "127.0.0.1:7443"
     @Option(name: .customLong("ca"), help: "PEM CA of the server's certificate.") var ca: String
-    @Option(name: .customLong("scenario"), help: "unary-health or live") var scenario: String = "unary-health"
-    @Option(name: .customLong("token"), help: "live: a tenant_admin bearer token.") var token: String?
+    @Option(name: .customLong("scenario"), help: "unary-health, send, list, live or idle") var scenario: String =
+        "unary-health"
+    @Option(name: .customLong("streams"), help: "idle: WatchThread streams to open and hold.") var streams: Int = 50_000
+    @Option(name: .customLong("server-pid"), help: "idle: the chatd process whose memory is sampled.")
+    var serverPID: Int32?
+    @Option(name: .customLong("streams-per-connection"), help: "idle: streams on each connection (server limit 100).")
+    var streamsPerConnection: Int = 100
+    @Option(name: .customLong("token"), help: "send, list, live: a tenant_admin bearer token.") var token: String?
+    @Option(name: .customLong("body-bytes"), help: "send: bytes of each message body.") var bodyBytes: Int = 100
     @Option(name: .customLong("watch-address"), help: "live: where the watchers connect (default: --address).")
     var watchAddress: String?
     @Option(name: .customLong("watchers"), help: "live: open WatchThread streams.") var watchers: Int = 1_000
-    @Option(name: .customLong("threads"), help: "live: threads the watchers and messages are spread over.")
+    @Option(
+        name: .customLong("threads"),
+        help: "live: threads the watchers and messages are spread over; send, list: threads of the tenant used."
+    )
     var threads: Int = 100
     @Option(name: .customLong("rate"), help: "live: messages sent per second.") var rate: Double = 200
     @Option(name: .customLong("concurrency"), help: "Calls in flight.") var concurrency: Int = 1
@@ -32,11 +43,14 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("json"), help: "Append the result as a JSON line to this file.") var json: String?
 
     func validate() throws {
-        guard ["unary-health", "live"].contains(self.scenario) else {
+        guard ["unary-health", "send", "list", "live", "idle"].contains(self.scenario) else {
             throw ValidationError("unknown --scenario \(self.scenario)")
         }
+        if self.scenario != "unary-health" {
+            guard self.token != nil else { throw ValidationError("--scenario \(self.scenario) needs --token") }
+        }
+        guard (1...4096).contains(self.bodyBytes) else { throw ValidationError("--body-bytes is 1 to 4096") }
         if self.scenario == "live" {
-            guard self.token != nil else { throw ValidationError("--scenario live needs --token") }
             guard self.watchers >= 1, self.threads >= 1, self.rate > 0 else {
                 throw ValidationError("--watchers, --threads and --rate must be positive")
             }
@@ -61,11 +75,48 @@ struct ChatBench: AsyncParsableCommand {
             try await self.runLive()
             return
         }
+        if self.scenario == "idle" {
+            try await self.runIdle()
+            return
+        }
         let (host, port) = try Self.split(self.address)
         let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let clients = (0..<self.connections).map { _ in ChatClient(host: host, port: port, tls: tls, group: group) }
+        let authorization = self.token.map { "Bearer \($0)" }
+        let clients = (0..<self.connections).map { _ in
+            ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
+        }
         for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
+        let call: @Sendable (ChatClient, Int, Int) async throws -> Void
+        var extra: [String: Any] = [:]
+        switch self.scenario {
+        case "send":
+            // Durable sends: each call commits one message to one of the tenant's threads, round robin.
+            let threads = try await Self.threadIDs(clients[0], limit: max(self.threads, self.concurrency))
+            let body = String(repeating: "x", count: self.bodyBytes)
+            let run = UUID().uuidString.prefix(8)
+            extra = ["threads": threads.count, "body_bytes": self.bodyBytes]
+            call = { client, worker, iteration in
+                _ = try await client.sendMessage(
+                    SendMessageRequest(
+                        threadId: threads[(worker + iteration * 7919) % threads.count],
+                        body: body,
+                        idempotencyKey: "\(run)-\(worker)-\(iteration)"
+                    )
+                )
+            }
+        case "list":
+            // The latest 50 messages of a random thread.
+            let threads = try await Self.threadIDs(clients[0], limit: self.threads)
+            extra = ["threads": threads.count]
+            call = { client, _, _ in
+                _ = try await client.listMessages(
+                    ListMessagesRequest(threadId: threads.randomElement()!, page: PageRequest(pageSize: 50))
+                )
+            }
+        default:
+            call = { client, _, _ in _ = try await client.healthCheck(HealthCheckRequest()) }
+        }
 
         let clock = ContinuousClock()
         let warmUpEnd = clock.now + .seconds(1)
@@ -76,10 +127,12 @@ struct ChatBench: AsyncParsableCommand {
                 group.addTask {
                     var samples: [Int64] = []
                     samples.reserveCapacity(100_000)
+                    var iteration = 0
                     while true {
                         let start = clock.now
                         guard start < end else { break }
-                        _ = try await client.healthCheck(HealthCheckRequest())
+                        try await call(client, worker, iteration)
+                        iteration += 1
                         if start >= warmUpEnd {
                             let elapsed = clock.now - start
                             samples.append(
@@ -95,7 +148,22 @@ struct ChatBench: AsyncParsableCommand {
         }
         for client in clients { await client.close() }
         try await group.shutdownGracefully()
-        try self.report(latencies, count: latencies.count, rateLabel: "calls/s", extra: [:])
+        try self.report(latencies, count: latencies.count, rateLabel: "calls/s", extra: extra)
+    }
+
+    /// Up to `limit` thread ids of the token's tenant, most recently active first.
+    static func threadIDs(_ client: ChatClient, limit: Int) async throws -> [String] {
+        var ids: [String] = []
+        var token = ""
+        repeat {
+            let page = try await client.listThreads(
+                ListThreadsRequest(page: PageRequest(pageSize: UInt32(min(200, limit - ids.count)), pageToken: token))
+            )
+            ids += page.threads.map(\.id)
+            token = page.page?.nextPageToken ?? ""
+        } while !token.isEmpty && ids.count < limit
+        guard !ids.isEmpty else { throw ValidationError("the tenant has no threads: seed some first") }
+        return ids
     }
 
     /// Prints a row and appends the JSON line; `latencies` are sorted nanoseconds.
@@ -126,14 +194,7 @@ struct ChatBench: AsyncParsableCommand {
                 "p999_ms": percentile(99.9), "calls": count, "duration_s": self.duration,
             ]
             object.merge(extra) { $1 }
-            let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8)
-            if let handle = FileHandle(forWritingAtPath: path) {
-                handle.seekToEndOfFile()
-                handle.write(line)
-                handle.closeFile()
-            } else {
-                FileManager.default.createFile(atPath: path, contents: line)
-            }
+            try Self.appendJSON(object, to: path)
         }
     }
 
@@ -222,4 +283,115 @@ struct ChatBench: AsyncParsableCommand {
             ]
         )
     }
+
+    /// Server memory held by idle streams: `--streams` WatchThread streams (after the thread's head, so nothing to
+    /// replay) over as many connections as the server's stream limit needs; the server's resident memory is read
+    /// from /proc before the connections, with every stream open (after a settling pause), and after they close.
+    func runIdle() async throws {
+        let (host, port) = try Self.split(self.address)
+        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let authorization = "Bearer \(self.token ?? "")"
+        let pid = self.serverPID ?? 0
+        let setup = ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
+        let threads = try await Self.threadIDs(setup, limit: self.threads)
+        await setup.close()
+        let connectionCount = (self.streams + self.streamsPerConnection - 1) / self.streamsPerConnection
+        let clients = (0..<connectionCount).map { _ in
+            ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
+        }
+        for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
+        try await Task.sleep(for: .seconds(1))
+        let connected = try Self.residentKilobytes(pid)
+        let clock = ContinuousClock()
+        let opening = clock.now
+        let counts = StreamCounts()
+        let holders = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for index in 0..<self.streams {
+                    let client = clients[index / self.streamsPerConnection]
+                    let thread = threads[index % threads.count]
+                    group.addTask {
+                        do {
+                            // After any position the thread will reach in the run: nothing to replay, nothing new.
+                            let stream = try await client.watchThread(
+                                WatchThreadRequest(threadId: thread, afterSeq: 1 << 40)
+                            )
+                            var iterator = stream.makeAsyncIterator()
+                            _ = try await iterator.next()  // the head
+                            counts.opened.add(1, ordering: .relaxed)
+                            while try await iterator.next() != nil {}  // heartbeats, until cancelled
+                        } catch {
+                            if !Task.isCancelled { counts.failed.add(1, ordering: .relaxed) }
+                        }
+                    }
+                }
+            }
+        }
+        while counts.opened.load(ordering: .relaxed) + counts.failed.load(ordering: .relaxed) < self.streams {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let openSeconds = (clock.now - opening) / .seconds(1)
+        try await Task.sleep(for: .seconds(self.duration))
+        let during = try Self.residentKilobytes(pid)
+        holders.cancel()
+        await holders.value
+        for client in clients { await client.close() }
+        try await Task.sleep(for: .seconds(2))
+        let after = try Self.residentKilobytes(pid)
+        try await group.shutdownGracefully()
+        let open = counts.opened.load(ordering: .relaxed)
+        let perStream = open > 0 ? Double(during - connected) * 1024 / Double(open) : 0
+        print(
+            String(
+                format: "idle streams   %6d open (%d failed) over %d conn in %.1f s: server RSS %d kB connected, "
+                    + "%d kB with the streams (%.0f B per stream), %d kB after closing",
+                open,
+                counts.failed.load(ordering: .relaxed),
+                connectionCount,
+                openSeconds,
+                connected,
+                during,
+                perStream,
+                after
+            )
+        )
+        if let path = self.json {
+            try Self.appendJSON(
+                [
+                    "scenario": "idle", "streams": open, "failed": counts.failed.load(ordering: .relaxed),
+                    "connections": connectionCount, "open_s": openSeconds, "rss_connected_kb": connected,
+                    "rss_during_kb": during, "rss_after_kb": after, "bytes_per_stream": perStream,
+                    "concurrency": open,
+                ],
+                to: path
+            )
+        }
+    }
+
+    /// VmRSS of a process, in kB.
+    static func residentKilobytes(_ pid: Int32) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            if let value = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) { return value }
+        }
+        throw ValidationError("no VmRSS for process \(pid)")
+    }
+
+    static func appendJSON(_ object: [String: Any], to path: String) throws {
+        let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8)
+        if let handle = FileHandle(forWritingAtPath: path) {
+            handle.seekToEndOfFile()
+            handle.write(line)
+            handle.closeFile()
+        } else {
+            FileManager.default.createFile(atPath: path, contents: line)
+        }
+    }
+}
+
+/// How many idle streams opened, and how many failed to.
+final class StreamCounts: Sendable {
+    let opened = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
 }
