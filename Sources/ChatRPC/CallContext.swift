@@ -13,8 +13,18 @@ public struct CallContext: Sendable {
     public let peerIdentity: String?
     /// When the call must be done; nil for none.
     public let deadline: ContinuousClock.Instant?
-    /// The call's logger, with `call.id` and `rpc.method` set.
-    public var logger: Logger
+    /// The call's logger, with `call.id` and `rpc.method` set. Built when asked for: a call that logs nothing
+    /// allocates no metadata (a long-lived stream would otherwise hold it for its whole life).
+    public var logger: Logger {
+        get {
+            var logger = self.baseLogger
+            logger[metadataKey: "call.id"] = .stringConvertible(self.callID)
+            logger[metadataKey: "rpc.method"] = .string(self.method)
+            return logger
+        }
+        set { self.baseLogger = newValue }
+    }
+    private var baseLogger: Logger
     /// Values interceptors attach for handlers (the authenticated principal, for one).
     public var attributes: [String: any Sendable]
 
@@ -33,7 +43,7 @@ public struct CallContext: Sendable {
         self.header = header
         self.peerIdentity = peerIdentity
         self.deadline = deadline
-        self.logger = logger
+        self.baseLogger = logger
         self.attributes = attributes
     }
 }

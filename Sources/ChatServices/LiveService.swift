@@ -65,6 +65,12 @@ public struct LiveService: Sendable {
 
     // MARK: - WatchThread
 
+    // The watch handlers and the steps they wait between are kept out of line (`@inline(never)`): a stream spends
+    // its life suspended in `waitForChange`, and every frame of the chain above it stays allocated meanwhile, so the
+    // temporaries of reading and sending a page belong in frames that return before the wait. Inlined, they made an
+    // idle stream's frames about 10 KB.
+
+    @inline(never)
     func watchThread(
         _ request: WatchThreadRequest,
         _ context: CallContext,
@@ -81,55 +87,93 @@ public struct LiveService: Sendable {
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .thread(threadID))
         defer { self.hub.unsubscribe(subscription) }
         subscription.delivered(threadPosition: cursor)
-        func readChanges() async throws -> LiveRepository.ThreadChanges {
-            let after = cursor
-            return try await stream.read {
-                try await self.repository.threadChanges(
-                    tenant,
-                    threadID: threadID,
-                    after: after,
-                    limit: self.configuration.pageSize
-                )
-            }
-        }
         do {
-            var changes = try await readChanges()
-            guard var thread = changes.thread else {
+            var pending: LiveRepository.ThreadChanges? = try await self.readChanges(
+                tenant,
+                threadID,
+                after: cursor,
+                &stream
+            )
+            guard var thread = pending?.thread else {
                 throw RPCError(.notFound, "thread \(threadID) does not exist or is outside your scope")
             }
-            try await stream.send(
-                WatchThreadResponse(
-                    event: WatchEvent(event: .head(StreamHead(headSeq: UInt64(max(0, thread.eventSeq)))))
-                )
-            )
+            try await Self.sendHead(headSeq: thread.eventSeq, &stream)
             while true {
+                let changes: LiveRepository.ThreadChanges
+                if let first = pending {
+                    changes = first
+                    pending = nil
+                } else {
+                    changes = try await self.readChanges(tenant, threadID, after: cursor, &stream)
+                }
                 guard let current = changes.thread else {
                     // Deleted while watched (or on resume): say so and end.
-                    try await stream.send(WatchThreadResponse(event: LiveEvents.threadDeleted(thread)))
+                    try await Self.sendDeleted(thread, &stream)
                     return
                 }
                 thread = current
-                let pageFull = changes.messages.count == self.configuration.pageSize
-                let events = LiveEvents.merge(
-                    thread: current,
-                    messages: changes.messages,
-                    after: cursor,
-                    pageFull: pageFull
-                )
-                for event in events {
-                    try await stream.send(WatchThreadResponse(event: event), advancing: &cursor, to: Int64(event.seq))
-                }
+                let pageFull = try await self.deliver(changes, after: &cursor, &stream)
                 subscription.delivered(threadPosition: cursor)
                 if !pageFull {
                     try await stream.waitForChange(subscription) {
                         WatchThreadResponse(event: LiveEvents.heartbeat(cursor: ""))
                     }
                 }
-                changes = try await readChanges()
             }
         } catch {
             throw stream.ended(by: error, resume: ResumeInfo(afterSeq: UInt64(cursor)), "after_seq \(cursor)")
         }
+    }
+
+    // Responses are large values (a message or a thread inline); built in these frames, not the stream's.
+
+    @inline(never)
+    private static func sendHead(headSeq: Int64, _ stream: inout LiveStream<WatchThreadResponse>) async throws {
+        try await stream.send(
+            WatchThreadResponse(event: WatchEvent(event: .head(StreamHead(headSeq: UInt64(max(0, headSeq))))))
+        )
+    }
+
+    @inline(never)
+    private static func sendDeleted(_ thread: ThreadRecord, _ stream: inout LiveStream<WatchThreadResponse>)
+        async throws
+    {
+        try await stream.send(WatchThreadResponse(event: LiveEvents.threadDeleted(thread)))
+    }
+
+    /// Reads a page of a thread's changes after `cursor`, retrying while the database is unavailable.
+    @inline(never)
+    private func readChanges(
+        _ tenant: TenantContext,
+        _ threadID: String,
+        after cursor: Int64,
+        _ stream: inout LiveStream<WatchThreadResponse>
+    ) async throws -> LiveRepository.ThreadChanges {
+        try await stream.read {
+            try await self.repository.threadChanges(
+                tenant,
+                threadID: threadID,
+                after: cursor,
+                limit: self.configuration.pageSize
+            )
+        }
+    }
+
+    /// Sends a page of a thread's changes in position order, moving `cursor` as each is queued; true when the page
+    /// was full (more may be waiting).
+    @inline(never)
+    private func deliver(
+        _ changes: LiveRepository.ThreadChanges,
+        after cursor: inout Int64,
+        _ stream: inout LiveStream<WatchThreadResponse>
+    ) async throws -> Bool {
+        guard let thread = changes.thread else { return false }
+        let pageFull = changes.messages.count == self.configuration.pageSize
+        let events = LiveEvents.merge(thread: thread, messages: changes.messages, after: cursor, pageFull: pageFull)
+        for event in events {
+            try await stream.send(WatchThreadResponse(event: event), advancing: &cursor, to: Int64(event.seq))
+        }
+        return pageFull
     }
 
     // MARK: - WatchInbox
@@ -341,6 +385,7 @@ struct LiveStream<Response: ProtoMessage> {
     /// Waits until the hub wakes the stream; sends a heartbeat whenever the stream has been quiet for the interval.
     ///
     /// - Throws: `Expired` when the token expires, `CancellationError` when the call ends.
+    @inline(never)
     mutating func waitForChange(
         _ subscription: LiveSubscription,
         heartbeat: () -> Response?
@@ -355,10 +400,13 @@ struct LiveStream<Response: ProtoMessage> {
             try Task.checkCancellation()
             if woken { return }
             if let expiry = self.expiry, ContinuousClock.now >= expiry { throw Expired() }
-            if ContinuousClock.now >= heartbeatDue, let beat = heartbeat() {
-                try await self.send(beat)
-            }
+            if ContinuousClock.now >= heartbeatDue { try await self.sendHeartbeat(heartbeat) }
         }
+    }
+
+    @inline(never)
+    private mutating func sendHeartbeat(_ heartbeat: () -> Response?) async throws {
+        if let beat = heartbeat() { try await self.send(beat) }
     }
 
     /// Runs a read, retrying while the database is unavailable (up to the outage limit).

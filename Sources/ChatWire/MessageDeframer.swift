@@ -20,6 +20,9 @@ public struct MessageDeframer: Sendable {
     /// True when no partial envelope is buffered.
     public var isEmpty: Bool { self.buffer.readableBytes == 0 }
 
+    /// Bytes of storage the deframer keeps alive (0 between messages, so an idle stream holds none).
+    public var heldCapacity: Int { self.buffer.storageCapacity }
+
     /// Bytes buffered towards the next message.
     public var bufferedBytes: Int { self.buffer.readableBytes }
 
@@ -61,7 +64,10 @@ public struct MessageDeframer: Sendable {
         self.buffer.moveReaderIndex(forwardBy: WireConstants.envelopePrefixSize)
         let message = self.buffer.readSlice(length: length)!
         if self.buffer.readableBytes == 0 {
-            self.buffer.clear()
+            // Not clear(): on a buffer that shares its storage (a slice of a TLS read, or of the message just
+            // returned) that allocates a fresh storage of the whole capacity, which an idle stream then kept for its
+            // lifetime - 17 KB per stream.
+            self.buffer = ByteBuffer()
         } else {
             self.buffer.discardReadBytes()
         }

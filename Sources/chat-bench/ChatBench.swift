@@ -23,6 +23,11 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("streams"), help: "idle: WatchThread streams to open and hold.") var streams: Int = 50_000
     @Option(name: .customLong("server-pid"), help: "idle: the chatd process whose memory is sampled.")
     var serverPID: Int32?
+    @Option(
+        name: .customLong("idle-method"),
+        help: "idle: watch-thread (a live stream) or health-watch (the RPC layer's cost alone)."
+    )
+    var idleMethod: String = "watch-thread"
     @Option(name: .customLong("streams-per-connection"), help: "idle: streams on each connection (server limit 100).")
     var streamsPerConnection: Int = 100
     @Option(name: .customLong("token"), help: "send, list, live: a tenant_admin bearer token.") var token: String?
@@ -306,6 +311,7 @@ struct ChatBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         let opening = clock.now
         let counts = StreamCounts()
+        let health = self.idleMethod == "health-watch"
         let holders = Task {
             await withTaskGroup(of: Void.self) { group in
                 for index in 0..<self.streams {
@@ -313,6 +319,13 @@ struct ChatBench: AsyncParsableCommand {
                     let thread = threads[index % threads.count]
                     group.addTask {
                         do {
+                            if health {
+                                var iterator = try await client.healthWatch(HealthCheckRequest()).makeAsyncIterator()
+                                _ = try await iterator.next()  // the current status
+                                counts.opened.add(1, ordering: .relaxed)
+                                while try await iterator.next() != nil {}
+                                return
+                            }
                             // After any position the thread will reach in the run: nothing to replay, nothing new.
                             let stream = try await client.watchThread(
                                 WatchThreadRequest(threadId: thread, afterSeq: 1 << 40)
@@ -359,7 +372,8 @@ struct ChatBench: AsyncParsableCommand {
         if let path = self.json {
             try Self.appendJSON(
                 [
-                    "scenario": "idle", "streams": open, "failed": counts.failed.load(ordering: .relaxed),
+                    "scenario": "idle", "method": self.idleMethod, "streams": open,
+                    "failed": counts.failed.load(ordering: .relaxed),
                     "connections": connectionCount, "open_s": openSeconds, "rss_connected_kb": connected,
                     "rss_during_kb": during, "rss_after_kb": after, "bytes_per_stream": perStream,
                     "concurrency": open,

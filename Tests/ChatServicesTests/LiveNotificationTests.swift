@@ -58,6 +58,43 @@ struct LiveNotificationTests {
         #expect(await woken == true)
     }
 
+    @Test("many waits share one timer, each ends at its own deadline; a cancelled wait ends at once")
+    func sharedTimer() async {
+        let timer = DeadlineTimer(resolution: .milliseconds(20))
+        let signals = (0..<1000).map { _ in LiveSignal(timer: timer) }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let outcomes = await withTaskGroup(of: (Int, Bool, Duration).self) { group in
+            for (index, signal) in signals.enumerated() {
+                group.addTask {
+                    let woken = await signal.wait(timeout: .milliseconds(index % 2 == 0 ? 100 : 300))
+                    return (index, woken, clock.now - start)
+                }
+            }
+            var outcomes: [(Int, Bool, Duration)] = []
+            for await outcome in group { outcomes.append(outcome) }
+            return outcomes
+        }
+        #expect(outcomes.allSatisfy { !$0.1 })
+        #expect(outcomes.filter { $0.0 % 2 == 0 }.allSatisfy { $0.2 >= .milliseconds(100) && $0.2 < .seconds(5) })
+        #expect(outcomes.filter { $0.0 % 2 == 1 }.allSatisfy { $0.2 >= .milliseconds(300) })
+        // A new wait of the same signal replaces its entry: the heap holds one per signal.
+        let signal = LiveSignal(timer: timer)
+        for _ in 0..<100 {
+            async let woken = signal.wait(timeout: .seconds(60))
+            try? await Task.sleep(for: .milliseconds(1))
+            signal.signal()
+            _ = await woken
+        }
+        #expect(timer.pending <= 1)
+        let waiter = Task { await signal.wait(timeout: .seconds(60)) }
+        try? await Task.sleep(for: .milliseconds(20))
+        let cancelledAt = clock.now
+        waiter.cancel()
+        #expect(await waiter.value == false)
+        #expect(clock.now - cancelledAt < .seconds(5))
+    }
+
     @Test("outbox cursors: the token round-trips, order follows (transaction, id), junk is refused")
     func cursors() {
         let cursor = OutboxCursor(txID: 123_456, id: 42)

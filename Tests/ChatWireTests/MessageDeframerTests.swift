@@ -6,6 +6,24 @@ import Testing
 
 @Suite("Message envelopes")
 struct MessageDeframerTests {
+    @Test("a complete message leaves no storage behind, even when it came in a slice of a large read")
+    func noRetainedStorage() throws {
+        // A TLS read: one large buffer; the call's frame payload is a slice of it.
+        var read = ByteBufferAllocator().buffer(capacity: 16_384)
+        read.writeInteger(UInt8(0))
+        read.writeInteger(UInt32(3))
+        read.writeBytes([1, 2, 3])
+        read.writeRepeatingByte(0, count: 1_000)  // other frames of the same read
+        let payload = read.getSlice(at: 0, length: 8)!
+        var deframer = MessageDeframer(maxMessageSize: 1 << 20)
+        deframer.append(payload)
+        let message = try #require(try deframer.nextMessage())
+        #expect(Array(message.readableBytesView) == [1, 2, 3])
+        #expect(deframer.isEmpty)
+        // An idle stream keeps its deframer for life: it must not hold (or copy) the read's storage.
+        #expect(deframer.heldCapacity == 0)
+    }
+
     @Test("messages split across payloads and packed together come out whole and in order")
     func reassembly() throws {
         var stream = ByteBuffer()
