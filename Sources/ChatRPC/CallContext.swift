@@ -20,11 +20,14 @@ public struct CallContext: Sendable {
             var logger = self.baseLogger
             logger[metadataKey: "call.id"] = .stringConvertible(self.callID)
             logger[metadataKey: "rpc.method"] = .string(self.method)
+            if let tenantID = self.tenantID { logger[metadataKey: "tenant.id"] = .string(tenantID) }
             return logger
         }
         set { self.baseLogger = newValue }
     }
     private var baseLogger: Logger
+    /// The tenant the caller acts for, once authenticated (for the logger's `tenant.id`).
+    public var tenantID: String?
     /// Values interceptors attach for handlers (the authenticated principal, for one).
     public var attributes: [String: any Sendable]
 

@@ -276,10 +276,21 @@ public final class PGResult {
     /// The number of rows the statement changed (INSERT, UPDATE, DELETE); 0 for other statements.
     public var affectedRows: Int { Int(String(cString: PQcmdTuples(self.result))) ?? 0 }
 
+    /// Column indices by name, read from the result once (PQfnumber converts and compares every name on every
+    /// call: it was a tenth of the server's CPU when decoding pages of messages).
+    private lazy var columns: [String: Int] = {
+        var columns: [String: Int] = [:]
+        let count = self.columnCount
+        columns.reserveCapacity(count)
+        for index in 0..<count {
+            columns[String(cString: PQfname(self.result, Int32(index)))] = index
+        }
+        return columns
+    }()
+
     /// The index of the column named `name`.
     public func column(named name: String) throws(StorageError) -> Int {
-        let index = Int(PQfnumber(self.result, name))
-        guard index >= 0 else {
+        guard let index = self.columns[name] else {
             throw StorageError(code: .unexpectedResult, detail: "no column \(name)")
         }
         return index
@@ -290,18 +301,53 @@ public final class PGResult {
         PQgetisnull(self.result, Int32(row), Int32(column)) == 1
     }
 
-    /// The value as text; nil when NULL.
-    public func string(row: Int, column: Int) throws(StorageError) -> String? {
+    /// The value's bytes (text format), valid while the result lives; nil when NULL.
+    private func bytes(row: Int, column: Int) throws(StorageError) -> UnsafeBufferPointer<UInt8>? {
         try self.check(row: row, column: column)
         if self.isNull(row: row, column: column) { return nil }
-        return String(cString: PQgetvalue(self.result, Int32(row), Int32(column)))
+        let length = Int(PQgetlength(self.result, Int32(row), Int32(column)))
+        guard let start = PQgetvalue(self.result, Int32(row), Int32(column)) else { return nil }
+        return UnsafeBufferPointer(
+            start: UnsafeRawPointer(start).assumingMemoryBound(to: UInt8.self),
+            count: length
+        )
+    }
+
+    /// The value as text; nil when NULL.
+    public func string(row: Int, column: Int) throws(StorageError) -> String? {
+        guard let bytes = try self.bytes(row: row, column: column) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The value as a 64-bit integer; nil when NULL.
     public func int64(row: Int, column: Int) throws(StorageError) -> Int64? {
-        guard let text = try self.string(row: row, column: column) else { return nil }
-        guard let value = Int64(text) else {
+        guard let bytes = try self.bytes(row: row, column: column) else { return nil }
+        guard let value = Self.parseInt64(bytes) else {
             throw StorageError(code: .unexpectedResult, detail: "column \(column) is not an integer")
+        }
+        return value
+    }
+
+    /// A decimal integer as PostgreSQL prints it (an optional minus sign, digits), without making a String.
+    static func parseInt64(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
+        var index = 0
+        var negative = false
+        if bytes.first == UInt8(ascii: "-") {
+            negative = true
+            index = 1
+        }
+        guard index < bytes.count else { return nil }
+        var value: Int64 = 0
+        while index < bytes.count {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            let (shifted, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) =
+                negative
+                ? shifted.subtractingReportingOverflow(Int64(digit)) : shifted.addingReportingOverflow(Int64(digit))
+            guard !overflow1, !overflow2 else { return nil }
+            value = next
+            index += 1
         }
         return value
     }

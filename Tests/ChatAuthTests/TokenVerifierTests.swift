@@ -185,3 +185,25 @@ struct TokenVerifierTests {
         #expect(full.hasInScope(learner) && !full.hasInScope("b1000000-0000-4000-8000-000000000021"))
     }
 }
+
+@Suite("Verified-token cache")
+struct VerifiedTokensTests {
+    @Test("a cached token is answered only until it expires (plus leeway); a full cache starts over")
+    func expiry() throws {
+        let keys = try Keys()
+        let token = try keys.hmac.sign(claims: goodClaims())
+        let claims = try keys.verifier.verify(token, now: now)
+        let cache = VerifiedTokens(capacity: 2)
+        #expect(cache.claims(for: token, now: now, leeway: 30) == nil)
+        cache.insert(token, claims)
+        #expect(cache.claims(for: token, now: now + 600 + 30, leeway: 30) == claims)
+        #expect(cache.claims(for: token, now: now + 600 + 31, leeway: 30) == nil, "expired: verify again")
+        #expect(cache.claims(for: token, now: now, leeway: 30) == nil, "and it was dropped")
+        cache.insert("a", claims)
+        cache.insert("b", claims)
+        cache.insert("c", claims)
+        #expect(
+            cache.claims(for: "a", now: now, leeway: 30) == nil && cache.claims(for: "c", now: now, leeway: 30) != nil
+        )
+    }
+}

@@ -1,5 +1,6 @@
-import ChatStore
 import Testing
+
+@testable import ChatStore
 
 @Suite("libpq through the C module, against a real PostgreSQL")
 struct PGConnectionTests {
@@ -50,5 +51,20 @@ struct PGConnectionTests {
         let result = try connection.query("SELECT 1 AS one")
         #expect(throws: StorageError.self) { try result.column(named: "two") }
         #expect(throws: StorageError.self) { try result.string(row: 1, column: 0) }
+    }
+}
+
+@Suite("Reading integers from result text")
+struct ResultIntegerTests {
+    @Test("decimal integers as PostgreSQL prints them, to the limits; anything else is refused")
+    func parse() {
+        func parse(_ text: String) -> Int64? {
+            Array(text.utf8).withUnsafeBufferPointer { PGResult.parseInt64($0) }
+        }
+        #expect(parse("0") == 0 && parse("42") == 42 && parse("-7") == -7)
+        #expect(parse("9223372036854775807") == .max && parse("-9223372036854775808") == .min)
+        for junk in ["", "-", "9223372036854775808", "-9223372036854775809", "1a", " 1", "+1", "1.0"] {
+            #expect(parse(junk) == nil, "\(junk)")
+        }
     }
 }
