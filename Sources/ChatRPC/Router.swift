@@ -27,6 +27,20 @@ public struct ResponseWriter<Response: ProtoMessage>: Sendable {
     }
 }
 
+extension ResponseWriter {
+    /// Sends several responses at once: encoded into one buffer and queued in one hop to the connection's event loop
+    /// (a hop per response was what limited a replay). They are queued together, so the stream may buffer one window
+    /// plus this batch; then it waits, as `write(_:stallLimit:)` does, at most `stallLimit` for room for more.
+    ///
+    /// - Throws: `ResponseStalled` (every response of the batch was queued); `CancellationError` (none was).
+    public func write(contentsOf responses: [Response], stallLimit: Duration) async throws {
+        guard !responses.isEmpty else { return }
+        var buffer = ByteBuffer()
+        for response in responses { try buffer.writeEnvelope(response) }
+        try await self.sink.send(buffer, stallLimit: stallLimit)
+    }
+}
+
 /// A stream's client did not read its responses for the whole stall limit.
 public struct ResponseStalled: Error, Hashable, Sendable {
     public init() {}

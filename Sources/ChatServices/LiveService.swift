@@ -170,9 +170,8 @@ public struct LiveService: Sendable {
         guard let thread = changes.thread else { return false }
         let pageFull = changes.messages.count == self.configuration.pageSize
         let events = LiveEvents.merge(thread: thread, messages: changes.messages, after: cursor, pageFull: pageFull)
-        for event in events {
-            try await stream.send(WatchThreadResponse(event: event), advancing: &cursor, to: Int64(event.seq))
-        }
+        guard let last = events.last else { return pageFull }
+        try await stream.send(events.map { WatchThreadResponse(event: $0) }, advancing: &cursor, to: Int64(last.seq))
         return pageFull
     }
 
@@ -320,8 +319,9 @@ public struct LiveService: Sendable {
                     limit: self.configuration.pageSize
                 )
             }
-            for (response, position) in try await convert(page.records) {
-                try await stream.send(response, advancing: &cursor, to: position)
+            let converted = try await convert(page.records)
+            if let last = converted.last {
+                try await stream.send(converted.map(\.0), advancing: &cursor, to: last.1)
             }
             if let last = page.records.last { cursor = max(cursor, last.cursor) }
             if page.records.count == self.configuration.pageSize {
@@ -368,18 +368,19 @@ struct LiveStream<Response: ProtoMessage> {
         self.lastSend = .now
     }
 
-    /// Sends an event and moves `position` to it once it is queued for the client. A stalled write has queued its
-    /// event (the client gets it before the status), so the position moves then too; a cancelled one has not.
-    mutating func send<Position>(_ response: Response, advancing position: inout Position, to next: Position)
+    /// Sends a page of events in one write and moves `position` to the last once they are queued (a stalled write
+    /// has queued them; a cancelled one has not).
+    mutating func send<Position>(_ responses: [Response], advancing position: inout Position, to last: Position)
         async throws
     {
         do {
-            try await self.send(response)
+            try await self.writer.write(contentsOf: responses, stallLimit: self.configuration.stallLimit)
+            self.lastSend = .now
         } catch let error as ResponseStalled {
-            position = next
+            position = last
             throw error
         }
-        position = next
+        position = last
     }
 
     /// Waits until the hub wakes the stream; sends a heartbeat whenever the stream has been quiet for the interval.

@@ -18,8 +18,10 @@ struct ChatBench: AsyncParsableCommand {
 
     @Option(name: .customLong("address"), help: "The server, host:port.") var address: String = "127.0.0.1:7443"
     @Option(name: .customLong("ca"), help: "PEM CA of the server's certificate.") var ca: String
-    @Option(name: .customLong("scenario"), help: "unary-health, send, list, live or idle") var scenario: String =
-        "unary-health"
+    @Option(name: .customLong("thread-id"), help: "stream: the thread the streams replay.") var threadID: String?
+    @Option(name: .customLong("scenario"), help: "unary-health, send, list, live, idle or stream") var scenario:
+        String =
+            "unary-health"
     @Option(name: .customLong("streams"), help: "idle: WatchThread streams to open and hold.") var streams: Int = 50_000
     @Option(name: .customLong("server-pid"), help: "idle: the chatd process whose memory is sampled.")
     var serverPID: Int32?
@@ -48,7 +50,7 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("json"), help: "Append the result as a JSON line to this file.") var json: String?
 
     func validate() throws {
-        guard ["unary-health", "send", "list", "live", "idle"].contains(self.scenario) else {
+        guard ["unary-health", "send", "list", "live", "idle", "stream"].contains(self.scenario) else {
             throw ValidationError("unknown --scenario \(self.scenario)")
         }
         if self.scenario != "unary-health" {
@@ -82,6 +84,10 @@ struct ChatBench: AsyncParsableCommand {
         }
         if self.scenario == "idle" {
             try await self.runIdle()
+            return
+        }
+        if self.scenario == "stream" {
+            try await self.runStream()
             return
         }
         let (host, port) = try Self.split(self.address)
@@ -380,6 +386,76 @@ struct ChatBench: AsyncParsableCommand {
                 ],
                 to: path
             )
+        }
+    }
+
+    /// Server streaming: `--concurrency` WatchThread streams on `--connections` connections, each replaying a long
+    /// thread from its start (and again when it reaches the end); messages received per second, and the server's
+    /// memory before and after (with `--server-pid`).
+    func runStream() async throws {
+        guard let thread = self.threadID else { throw ValidationError("--scenario stream needs --thread-id") }
+        let (host, port) = try Self.split(self.address)
+        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let authorization = "Bearer \(self.token ?? "")"
+        let clients = (0..<self.connections).map { _ in
+            ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
+        }
+        for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
+        let before = try self.serverPID.map(Self.residentKilobytes)
+        let clock = ContinuousClock()
+        let warmUpEnd = clock.now + .seconds(1)
+        let end = warmUpEnd + .milliseconds(Int64(self.duration * 1000))
+        let counted = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<self.concurrency {
+                let client = clients[index % clients.count]
+                group.addTask {
+                    var count = 0
+                    while clock.now < end {
+                        let stream = try await client.watchThread(WatchThreadRequest(threadId: thread))
+                        var head: UInt64 = 0
+                        replay: for try await response in stream {
+                            switch response.event?.event {
+                            case .head(let value)?:
+                                head = value.headSeq
+                            case .message(let event)?:
+                                if clock.now >= warmUpEnd { count += 1 }
+                                if clock.now >= end { return count }
+                                // At the thread's end: open a new stream and replay again.
+                                if (event.message?.seq ?? 0) >= head { break replay }
+                            default:
+                                continue
+                            }
+                        }
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let after = try self.serverPID.map(Self.residentKilobytes)
+        for client in clients { await client.close() }
+        try await group.shutdownGracefully()
+        let rate = Double(counted) / self.duration
+        print(
+            String(
+                format: "stream         %4d streams %2d conn  %9.0f msgs/s%@",
+                self.concurrency,
+                self.connections,
+                rate,
+                (before.map { " server RSS \($0) kB before, \(after ?? 0) kB after" } ?? "") as NSString
+            )
+        )
+        if let path = self.json {
+            var object: [String: Any] = [
+                "scenario": "stream", "concurrency": self.concurrency, "connections": self.connections,
+                "calls_per_second": rate, "messages": counted, "duration_s": self.duration,
+            ]
+            if let before, let after {
+                object["rss_before_kb"] = before
+                object["rss_after_kb"] = after
+            }
+            try Self.appendJSON(object, to: path)
         }
     }
 

@@ -36,6 +36,14 @@ for r in ours:
             line += f"   grpc-cpp {cpp['bytes_per_stream']:,.0f} B/stream ({cpp['streams']:,} streams)"
         print(line)
         continue
+    if scenario == "stream":
+        cpp = peer("grpc-cpp", "stream", c)
+        line = (f"{'server stream, ' + str(c) + ' stream(s), 100 B':<34} {fmt(r['calls_per_second']):>12} msgs/s"
+                f" (RSS {fmt(r.get('rss_before_kb'))} -> {fmt(r.get('rss_after_kb'))} kB)")
+        if cpp:
+            line += f"   grpc-cpp {fmt(cpp['calls_per_second'])} msgs/s, ratio {r['calls_per_second'] / cpp['calls_per_second']:.2f}"
+        print(line)
+        continue
     if scenario == "live":
         label = f"live, 1000 watchers, {'2 instances' if r.get('cross_instance') else '1 instance'}"
         target = 50 if r.get("cross_instance") else 10
@@ -59,7 +67,3 @@ for r in ours:
         recorded = GRPC_SWIFT_RECORDED[(c, conns)]
         line += f"   (grpc-swift-2 recorded {recorded:,}: {r['calls_per_second'] / recorded:.1f}x)"
     print(line)
-for r in peers:
-    if r["peer"] == "grpc-cpp" and r["scenario"] == "stream":
-        print(f"{'server stream, ' + str(r['concurrency']) + ' stream(s), 100 B':<34} {'-':>12} {'':>8} {'':>8}   "
-              f"{'grpc-cpp':<10} {fmt(r['calls_per_second']):>10} msgs/s (chatd: not measured yet)")
