@@ -47,7 +47,10 @@ for r in ours:
         line = (f"{'server stream, ' + str(c) + ' stream(s), 100 B':<38} {fmt(r['calls_per_second']):>9} msgs/s"
                 f" (server RSS {fmt(r.get('rss_before_kb'))} -> {fmt(r.get('rss_after_kb'))} kB)")
         for name in ("grpc-cpp", "grpc-swift"):
-            line += ratio(name, r["calls_per_second"], peer(name, "stream", c))
+            match = peer(name, "stream", c)
+            line += ratio(name, r["calls_per_second"], match)
+            if match and match.get("stalled"):
+                line += f" ({match['stalled']} of its streams stalled)"
         print(line)
         continue
     if scenario == "live":
