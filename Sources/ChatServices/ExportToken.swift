@@ -89,13 +89,8 @@ public struct ExportToken: Sendable, Hashable {
         self.init(auditID: head[1], learnerID: head[2], records: records, position: position)
     }
 
-    /// A canonical (lower-case) UUID.
+    /// A canonical (lower-case) UUID, as this server writes them into tokens.
     static func isUUID(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
-        return bytes.count == 36
-            && bytes.enumerated().allSatisfy { index, byte in
-                [8, 13, 18, 23].contains(index)
-                    ? byte == UInt8(ascii: "-") : (0x30...0x39).contains(byte) || (0x61...0x66).contains(byte)
-            }
+        (try? Validate.uuid(value, "resume_token")) == value
     }
 }

@@ -97,18 +97,22 @@ public struct PrivacyService: Sendable {
             guard request.batchSize <= 10_000 else {
                 throw RPCError.invalidArgument(field: "batch_size", "1 to 10000 (0 = 1000)")
             }
+            func report(_ run: PrivacyRepository.RetentionRun, _ removed: RemovedRows, done: Bool) async throws {
+                try await writer.write(
+                    RunRetentionSweepResponse(
+                        removed: ChatProto.RemovalCounts(removed),
+                        skippedHeldLearners: UInt32(run.heldLearners),
+                        done: done,
+                        auditId: run.auditID
+                    )
+                )
+            }
             let sweeper = RetentionSweeper(repository: self.repository, logger: self.logger)
             let result = try await sweeper.sweep(
                 TenantContext(principal),
                 batchSize: request.batchSize == 0 ? 1000 : Int(request.batchSize)
             ) { run, removed in
-                try await writer.write(
-                    RunRetentionSweepResponse(
-                        removed: ChatProto.RemovalCounts(removed),
-                        skippedHeldLearners: UInt32(run.heldLearners),
-                        auditId: run.auditID
-                    )
-                )
+                try await report(run, removed, done: false)
             }
             guard let (run, removed) = result else {
                 throw RPCError(
@@ -116,14 +120,7 @@ public struct PrivacyService: Sendable {
                     "this tenant has no retention policy: set one with SetRetentionPolicy (message_retention_days > 0)"
                 )
             }
-            try await writer.write(
-                RunRetentionSweepResponse(
-                    removed: ChatProto.RemovalCounts(removed),
-                    skippedHeldLearners: UInt32(run.heldLearners),
-                    done: true,
-                    auditId: run.auditID
-                )
-            )
+            try await report(run, removed, done: true)
         }
         router.register(ChatMethods.PrivacyService.listAuditRecords) { request, context in
             try await self.listAudit(request, context)
@@ -343,9 +340,7 @@ public struct RetentionSweeper: Sendable {
         do {
             while true {
                 let batch = try await self.repository.retentionBatch(context, run: run, batchSize: batchSize)
-                removed.messages += batch.messages
-                removed.messageEdits += batch.messageEdits
-                removed.outboxPayloads += batch.outboxPayloads
+                removed += batch
                 try await progress(run, removed)
                 if batch.messages < batchSize && batch.outboxPayloads < batchSize { break }
             }

@@ -21,10 +21,8 @@ public struct RemovedRows: Sendable, Hashable {
         self.outboxPayloads = outboxPayloads
     }
 
-    /// Every count zero.
-    public var isZero: Bool { self == RemovedRows() }
-
-    static func += (lhs: inout RemovedRows, rhs: RemovedRows) {
+    /// Adds another batch's counts.
+    public static func += (lhs: inout RemovedRows, rhs: RemovedRows) {
         lhs.threads += rhs.threads
         lhs.messages += rhs.messages
         lhs.messageEdits += rhs.messageEdits
@@ -229,7 +227,7 @@ public struct PrivacyRepository: Sendable {
         limit: Int
     ) async throws -> (items: [(ExportItem, ExportPosition)], next: ExportPosition) {
         try await self.pool.withTenantTransaction(context) { transaction in
-            var reader = ExportReader(
+            let reader = ExportReader(
                 transaction: transaction,
                 context: context,
                 learnerID: learnerID,
@@ -716,7 +714,7 @@ private struct ExportReader {
 
     /// Reads up to `limit` records after `position` (one more when a message's edit history follows it) into
     /// `items`, and returns the position after what it read.
-    mutating func read(after position: ExportPosition, limit: Int, into items: inout [(ExportItem, ExportPosition)])
+    func read(after position: ExportPosition, limit: Int, into items: inout [(ExportItem, ExportPosition)])
         throws -> ExportPosition
     {
         let tenant = self.context.tenantID

@@ -70,6 +70,32 @@ struct ChatBench: AsyncParsableCommand {
         guard self.duration > 0, self.duration <= 600 else { throw ValidationError("--duration is 0 to 600 s") }
     }
 
+    /// What every scenario's clients share: the CA, one event-loop thread, the bearer token (when given).
+    struct Connector {
+        let tls: TLSContext
+        let group: MultiThreadedEventLoopGroup
+        let authorization: String?
+
+        func client(_ address: String) throws -> ChatClient {
+            let (host, port) = try ChatBench.split(address)
+            return ChatClient(
+                host: host,
+                port: port,
+                tls: self.tls,
+                authorization: self.authorization,
+                group: self.group
+            )
+        }
+    }
+
+    func connector() throws -> Connector {
+        Connector(
+            tls: try TLSContext(configuration: .client(trustRoots: self.ca)),
+            group: MultiThreadedEventLoopGroup(numberOfThreads: 1),
+            authorization: self.token.map { "Bearer \($0)" }
+        )
+    }
+
     static func split(_ address: String) throws -> (String, Int) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
             throw ValidationError("an address must be host:port, not \(address)")
@@ -90,13 +116,9 @@ struct ChatBench: AsyncParsableCommand {
             try await self.runStream()
             return
         }
-        let (host, port) = try Self.split(self.address)
-        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let authorization = self.token.map { "Bearer \($0)" }
-        let clients = (0..<self.connections).map { _ in
-            ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
-        }
+        let connector = try self.connector()
+        let group = connector.group
+        let clients = try (0..<self.connections).map { _ in try connector.client(self.address) }
         for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
         let call: @Sendable (ChatClient, Int, Int) async throws -> Void
         var extra: [String: Any] = [:]
@@ -213,14 +235,11 @@ struct ChatBench: AsyncParsableCommand {
     /// possibly another instance), while messages are sent at `--rate`. A message's latency is its arrival at a
     /// watcher minus its `created_at` (read by PostgreSQL just before the commit, on this machine's clock).
     func runLive() async throws {
-        let (host, port) = try Self.split(self.address)
-        let (watchHost, watchPort) = try Self.split(self.watchAddress ?? self.address)
-        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let authorization = "Bearer \(self.token ?? "")"
-        let sender = ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
-        let watchClients = (0..<self.connections).map { _ in
-            ChatClient(host: watchHost, port: watchPort, tls: tls, authorization: authorization, group: group)
+        let connector = try self.connector()
+        let group = connector.group
+        let sender = try connector.client(self.address)
+        let watchClients = try (0..<self.connections).map { _ in
+            try connector.client(self.watchAddress ?? self.address)
         }
         var threadIDs: [String] = []
         for index in 0..<self.threads {
@@ -299,18 +318,14 @@ struct ChatBench: AsyncParsableCommand {
     /// replay) over as many connections as the server's stream limit needs; the server's resident memory is read
     /// from /proc before the connections, with every stream open (after a settling pause), and after they close.
     func runIdle() async throws {
-        let (host, port) = try Self.split(self.address)
-        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let authorization = "Bearer \(self.token ?? "")"
+        let connector = try self.connector()
+        let group = connector.group
         let pid = self.serverPID ?? 0
-        let setup = ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
+        let setup = try connector.client(self.address)
         let threads = try await Self.threadIDs(setup, limit: self.threads)
         await setup.close()
         let connectionCount = (self.streams + self.streamsPerConnection - 1) / self.streamsPerConnection
-        let clients = (0..<connectionCount).map { _ in
-            ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
-        }
+        let clients = try (0..<connectionCount).map { _ in try connector.client(self.address) }
         for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
         try await Task.sleep(for: .seconds(1))
         let connected = try Self.residentKilobytes(pid)
@@ -394,13 +409,9 @@ struct ChatBench: AsyncParsableCommand {
     /// memory before and after (with `--server-pid`).
     func runStream() async throws {
         guard let thread = self.threadID else { throw ValidationError("--scenario stream needs --thread-id") }
-        let (host, port) = try Self.split(self.address)
-        let tls = try TLSContext(configuration: .client(trustRoots: self.ca))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let authorization = "Bearer \(self.token ?? "")"
-        let clients = (0..<self.connections).map { _ in
-            ChatClient(host: host, port: port, tls: tls, authorization: authorization, group: group)
-        }
+        let connector = try self.connector()
+        let group = connector.group
+        let clients = try (0..<self.connections).map { _ in try connector.client(self.address) }
         for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
         let before = try self.serverPID.map(Self.residentKilobytes)
         let clock = ContinuousClock()
