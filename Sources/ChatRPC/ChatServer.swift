@@ -6,6 +6,11 @@ public import NIOPosix
 public import ServiceLifecycle
 internal import Synchronization
 
+/// A connection closed as it was accepted, for one of chatd's limits.
+struct ConnectionRefused: Error {
+    let reason: ServerStats.Refusal
+}
+
 /// The RPC server: accepts TLS connections, speaks chat/1 on each, and dispatches calls to the router's handlers.
 /// A `Service`: it runs until graceful shutdown, then drains (GOAWAY, in-flight calls finish, server streams end with
 /// UNAVAILABLE) and returns when every connection has closed.
@@ -22,8 +27,23 @@ public final class ChatServer: Service, Sendable {
         public var connection: ServerConnectionStateMachine.Configuration
         /// How long in-flight calls may run after a drain starts.
         public var drainGrace: TimeAmount
+        /// How long calls in flight may run after a connection reached its maximum age (gRFC A9's
+        /// MAX_CONNECTION_AGE_GRACE); server streams then end with UNAVAILABLE and where to resume.
+        public var maxAgeGrace: TimeAmount
         /// How long a client may take, after the TLS handshake, to send its preface and SETTINGS.
         public var prefaceTimeout: TimeAmount
+        /// Outbound and inbound bytes a stream and a connection may hold, and queued control frames.
+        public var budget: OutboundBudget
+        /// How long any write waits for a client that does not read before the call ends RESOURCE_EXHAUSTED (a
+        /// write may ask for another limit).
+        public var stallLimit: Duration
+        /// Connections open at once; more are closed as they are accepted.
+        public var maxConnections: Int
+        /// Connections still in the TLS handshake at once; more are closed as they are accepted.
+        public var maxHandshakingConnections: Int
+        /// NIO's write-buffer water marks: above `high` bytes not yet written to the socket the channel is not
+        /// writable and no DATA is queued to it until it is back under `low`.
+        public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
 
         /// Creates a configuration with chatd's defaults.
         public init(host: String, port: Int, tls: TLSContext) {
@@ -32,13 +52,33 @@ public final class ChatServer: Service, Sendable {
             self.tls = tls
             self.connection = .init()
             self.drainGrace = .seconds(30)
+            self.maxAgeGrace = .seconds(60)
             self.prefaceTimeout = .seconds(10)
+            self.budget = OutboundBudget()
+            self.stallLimit = .seconds(30)
+            self.maxConnections = 10_000
+            self.maxHandshakingConnections = 256
+            self.writeBufferWaterMark = .init(low: 64 * 1024, high: 256 * 1024)
+        }
+
+        var handler: ServerConnectionHandler.Configuration {
+            .init(
+                connection: self.connection,
+                budget: self.budget,
+                stallLimit: self.stallLimit,
+                drainGrace: self.drainGrace,
+                maxAgeGrace: self.maxAgeGrace,
+                prefaceTimeout: self.prefaceTimeout
+            )
         }
     }
 
+    /// What the server holds and has refused, live.
+    public let stats = ServerStats()
+
     private let configuration: Configuration
     private let router: Router
-    private let interceptors: [any ServerInterceptor]
+    private let executor: CallExecutor
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let callIDs = CallIDGenerator()
@@ -60,7 +100,7 @@ public final class ChatServer: Service, Sendable {
     ) {
         self.configuration = configuration
         self.router = router
-        self.interceptors = interceptors
+        self.executor = CallExecutor(interceptors: interceptors)
         self.group = group
         self.logger = logger
     }
@@ -72,23 +112,31 @@ public final class ChatServer: Service, Sendable {
     public func start() async throws -> Int {
         let configuration = self.configuration
         let router = self.router
-        let interceptors = self.interceptors
+        let executor = self.executor
         let logger = self.logger
         let callIDs = self.callIDs
+        let stats = self.stats
         let channel = try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: configuration.writeBufferWaterMark)
             .childChannelInitializer { [weak self] channel in
-                channel.eventLoop.makeCompletedFuture {
+                if let refusal = stats.admit(
+                    maxConnections: configuration.maxConnections,
+                    maxHandshaking: configuration.maxHandshakingConnections
+                ) {
+                    logger.debug("connection refused", metadata: ["reason": "\(refusal)"])
+                    return channel.eventLoop.makeFailedFuture(ConnectionRefused(reason: refusal))
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     let handler = ServerConnectionHandler(
-                        configuration: configuration.connection,
+                        configuration: configuration.handler,
                         router: router,
-                        interceptors: interceptors,
+                        executor: executor,
                         logger: logger,
                         callIDs: callIDs,
-                        drainGrace: configuration.drainGrace,
-                        prefaceTimeout: configuration.prefaceTimeout
+                        stats: stats
                     )
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: configuration.tls))

@@ -25,7 +25,7 @@ public struct RPCError: Error, Hashable, Sendable, CustomStringConvertible {
     public var callStatus: CallStatus {
         CallStatus(
             code: self.code,
-            message: String(self.message.utf8.prefix(1024)) ?? "",
+            message: String(self.message.utf8Prefix(1024)),
             details: self.details,
             notProcessed: self.notProcessed
         )

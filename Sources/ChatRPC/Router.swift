@@ -2,14 +2,15 @@ public import ChatProto
 internal import ChatWire
 internal import NIOCore
 
-/// Sends the responses of a server-streaming call. `write` suspends while the client is not reading (its window
-/// is closed and the stream's buffer is full): backpressure reaches the handler.
+/// Sends the responses of a server-streaming call. `write` suspends while the stream or its connection holds more
+/// than chatd's outbound budget (the client is not reading): backpressure reaches the handler.
 public struct ResponseWriter<Response: ProtoMessage>: Sendable {
     let sink: any ResponseSink
 
-    /// Sends one response.
+    /// Sends one response, waiting at most the server's stall limit for the client to make room.
     ///
-    /// - Throws: `CancellationError` when the call was cancelled or the connection closed.
+    /// - Throws: `ResponseStalled` after the server's stall limit without room (the call then ends
+    ///   RESOURCE_EXHAUSTED); `CancellationError` when the call was cancelled or the connection closed.
     public func write(_ response: Response) async throws {
         var buffer = ByteBuffer()
         try buffer.writeEnvelope(response)
@@ -29,10 +30,11 @@ public struct ResponseWriter<Response: ProtoMessage>: Sendable {
 
 extension ResponseWriter {
     /// Sends several responses at once: encoded into one buffer and queued in one hop to the connection's event loop
-    /// (a hop per response was what limited a replay). They are queued together, so the stream may buffer one window
-    /// plus this batch; then it waits, as `write(_:stallLimit:)` does, at most `stallLimit` for room for more.
+    /// (a hop per response was what limited a replay). They are queued together, so the stream may buffer its
+    /// budget plus this batch; then it waits, as `write(_:stallLimit:)` does, at most `stallLimit` for room for more.
     ///
-    /// - Throws: `ResponseStalled` (every response of the batch was queued); `CancellationError` (none was).
+    /// - Throws: `ResponseStalled` (its `queued` says whether the batch was queued); `CancellationError` (it was
+    ///   not).
     public func write(contentsOf responses: [Response], stallLimit: Duration) async throws {
         guard !responses.isEmpty else { return }
         var buffer = ByteBuffer()
@@ -42,14 +44,28 @@ extension ResponseWriter {
 }
 
 /// A stream's client did not read its responses for the whole stall limit.
-public struct ResponseStalled: Error, Hashable, Sendable {
-    public init() {}
+public struct ResponseStalled: Error, Hashable, Sendable, ChatStatusConvertible {
+    /// True when the envelopes of the write that stalled were queued (they are sent before the status); false when
+    /// the connection's budget was full and they were not.
+    public var queued: Bool
+    /// How long the write waited.
+    public var limit: Duration
+
+    public init(queued: Bool, limit: Duration) {
+        self.queued = queued
+        self.limit = limit
+    }
+
+    /// RESOURCE_EXHAUSTED: the client did not read for the whole limit.
+    public var rpcError: RPCError {
+        RPCError(.resourceExhausted, "the client did not read the responses for \(self.limit)")
+    }
 }
 
 /// Where a call's encoded response envelopes go.
 protocol ResponseSink: Sendable {
     /// Queues the envelopes; suspends until there is room for more, failing with `ResponseStalled` after
-    /// `stallLimit` without room.
+    /// `stallLimit` (the server's default when nil) without room.
     func send(_ envelopes: ByteBuffer, stallLimit: Duration?) async throws
 }
 

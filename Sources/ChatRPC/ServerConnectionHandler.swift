@@ -1,16 +1,31 @@
 internal import ChatProto
 internal import ChatTLS
 internal import ChatWire
-internal import DequeModule
 internal import Logging
 internal import NIOCore
 internal import Synchronization
 
-/// One server connection, above TLS and the frame decoder: carries out what `ServerConnectionStateMachine` decides,
-/// runs each call as a task, and sends each stream's output within its flow-control window.
+/// One server connection, above TLS and the frame decoder. The protocol's decisions are values:
+/// `ServerConnectionStateMachine` (settings, windows, policing, drain), `OutboundScheduler` (what is queued for the
+/// peer, within chatd's budgets) and `ControlFrameAllowance`; `CallExecutor` runs the calls. This handler carries out
+/// their actions, starts each call's task, and keeps the timers.
+///
+/// Memory: response bytes are queued per stream within `OutboundBudget` (a handler's write waits beyond it, at most
+/// the stall limit), DATA is written only while the channel is writable, partial requests count against the
+/// connection's inbound budget, and everything is freed when the connection ends, however it ends.
 final class ServerConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
     typealias OutboundOut = ByteBuffer
+
+    /// What a connection needs from the server's configuration.
+    struct Configuration: Sendable {
+        var connection: ServerConnectionStateMachine.Configuration
+        var budget: OutboundBudget
+        var stallLimit: Duration
+        var drainGrace: TimeAmount
+        var maxAgeGrace: TimeAmount
+        var prefaceTimeout: TimeAmount
+    }
 
     /// One call on the connection.
     private final class Call {
@@ -18,18 +33,21 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         var deframer: MessageDeframer
         var method: MethodHandler?
         var header = CallHeader()
+        /// The complete request, until the handler starts.
         var request: ByteBuffer?
+        /// Inbound bytes this call counts against the connection's budget.
+        var inboundBytes = 0
         var task: Task<Void, Never>?
-        var outbound = Deque<ByteBuffer>()
-        var outboundBytes = 0
-        var trailers: ByteBuffer?
-        var waiters: [EventLoopPromise<Void>] = []
-        /// Our side is over: TRAILERS or CANCEL went out (or is queued, for trailers).
-        var finished = false
-        var trailersSent = false
+        var waiter: Waiter?
         var handlerRunning = false
+        /// Our side is over: TRAILERS are queued, or CANCEL went out.
+        var finished = false
+        /// Nothing more will be written for the stream: TRAILERS or CANCEL went out, or the peer cancelled it.
+        var outputDone = false
         var cancelledByDrain = false
         var deadlineTimer: Scheduled<Void>?
+        /// Runs when TRAILERS could not be sent within the stall limit after the call ended.
+        var trailersTimer: Scheduled<Void>?
 
         init(stream: StreamID, maxMessageSize: Int) {
             self.stream = stream
@@ -37,40 +55,70 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// A handler's write waiting for room.
+    private struct Waiter {
+        let promise: EventLoopPromise<Void>
+        /// Envelopes not yet queued: the connection's budget was full when they came.
+        var pending: ByteBuffer?
+        var timer: Scheduled<Void>?
+    }
+
     private var machine: ServerConnectionStateMachine
+    private var scheduler: OutboundScheduler
+    private var controlFrames: ControlFrameAllowance
+    private let configuration: Configuration
     /// Where this connection's calls run: its event loop (made on the first call).
     private var taskExecutor: EventLoopTaskExecutor?
     private let router: Router
-    private let interceptors: [any ServerInterceptor]
+    private let executor: CallExecutor
     private let logger: Logger
     private let callIDs: CallIDGenerator
-    private let drainGrace: TimeAmount
-    private let prefaceTimeout: TimeAmount
+    private let stats: ServerStats
     private var settingsReceived = false
+    private var handshakeDone = false
+    private var tornDown = false
     private var calls: [StreamID: Call] = [:]
+    private var waiting = 0
+    private var inboundBytes = 0
     private var context: ChannelHandlerContext?
     private var peerIdentity: String?
     private var flushScheduled = false
     private var prefaceTimer: Scheduled<Void>?
-    private var keepaliveTimer: Scheduled<Void>?
+    private var tickTimer: Scheduled<Void>?
+    private var drainTimers: [Scheduled<Void>] = []
+    private var draining = false
+    /// The handler as its calls' sinks reach it; dropped when the connection ends, so that nothing keeps it alive
+    /// but the tasks still running.
     private var loopBound: NIOLoopBound<ServerConnectionHandler>?
 
     init(
-        configuration: ServerConnectionStateMachine.Configuration,
+        configuration: Configuration,
         router: Router,
-        interceptors: [any ServerInterceptor],
+        executor: CallExecutor,
         logger: Logger,
         callIDs: CallIDGenerator,
-        drainGrace: TimeAmount,
-        prefaceTimeout: TimeAmount
+        stats: ServerStats
     ) {
-        self.machine = ServerConnectionStateMachine(configuration: configuration, now: .now())
+        var connection = configuration.connection
+        if let age = connection.maxAge {
+            // ±10% jitter (gRFC A9), so that connections opened together do not all reconnect together.
+            let spread = age.nanoseconds / 10
+            connection.maxAge = .nanoseconds(age.nanoseconds + (spread > 0 ? Int64.random(in: -spread...spread) : 0))
+        }
+        self.machine = ServerConnectionStateMachine(configuration: connection, now: .now())
+        self.scheduler = OutboundScheduler(budget: configuration.budget)
+        self.controlFrames = ControlFrameAllowance(limit: configuration.budget.queuedControlFrames)
+        self.configuration = configuration
         self.router = router
-        self.interceptors = interceptors
+        self.executor = executor
         self.logger = logger
         self.callIDs = callIDs
-        self.drainGrace = drainGrace
-        self.prefaceTimeout = prefaceTimeout
+        self.stats = stats
+        stats.handlerCreated()
+    }
+
+    deinit {
+        self.stats.handlerFreed()
     }
 
     // MARK: - Channel events
@@ -79,20 +127,21 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.context = context
         self.loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop.assumeIsolated()
-        self.prefaceTimer = loop.scheduleTask(in: self.prefaceTimeout) {
+        self.prefaceTimer = loop.scheduleTask(in: self.configuration.prefaceTimeout) {
             if !self.settingsReceived {
                 self.execute(self.machine.connectionError(WireError(.protocolError, "no preface and SETTINGS in time")))
             }
         }
-        self.scheduleKeepalive()
+        self.scheduleTick()
     }
 
-    private func scheduleKeepalive() {
-        guard let context = self.context else { return }
-        let quarter = TimeAmount.nanoseconds(self.machine.configuration.keepaliveInterval.nanoseconds / 4)
-        self.keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: quarter) {
-            self.execute(self.machine.keepaliveTimerFired(now: .now()))
-            if !self.machine.isClosed { self.scheduleKeepalive() }
+    private func scheduleTick() {
+        guard let context = self.context, !self.tornDown else { return }
+        self.tickTimer = context.eventLoop.assumeIsolated().scheduleTask(
+            in: self.machine.configuration.tickInterval
+        ) {
+            self.execute(self.machine.timerFired(now: .now()))
+            if !self.machine.isClosed { self.scheduleTick() }
         }
     }
 
@@ -103,11 +152,18 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .handshakeCompleted(_, let identity)? = event as? TLSEvent {
+            self.handshakeEnded()
             self.peerIdentity = identity
             for frame in self.machine.initialFrames { self.write(frame) }
             context.flush()
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func handshakeEnded() {
+        guard !self.handshakeDone else { return }
+        self.handshakeDone = true
+        self.stats.handshakeEnded()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -121,6 +177,14 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.controlFrames.drained()
+            self.pump()
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -138,15 +202,29 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// Frees everything the connection holds, once, whichever way it ended.
     private func tearDown() {
+        guard !self.tornDown else { return }
+        self.tornDown = true
+        self.handshakeEnded()
+        self.stats.connectionClosed()
         self.prefaceTimer?.cancel()
-        self.keepaliveTimer?.cancel()
-        for call in self.calls.values {
+        self.tickTimer?.cancel()
+        for timer in self.drainTimers { timer.cancel() }
+        self.drainTimers = []
+        let calls = self.calls
+        self.calls = [:]
+        for call in calls.values {
+            call.finished = true
             call.task?.cancel()
             call.deadlineTimer?.cancel()
-            call.finished = true
-            self.failWaiters(call)
+            call.trailersTimer?.cancel()
+            self.failWaiter(call, CancellationError())
         }
+        self.stats.outboundChanged(by: -self.scheduler.removeAll())
+        self.stats.inboundChanged(by: -self.inboundBytes)
+        self.inboundBytes = 0
+        self.loopBound = nil
     }
 
     // MARK: - Actions
@@ -172,24 +250,23 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.scheduleFlush()
             if let call = self.calls[stream] {
                 call.finished = true
-                call.outbound.removeAll()
-                call.outboundBytes = 0
+                call.outputDone = true
+                self.stats.outboundChanged(by: -self.scheduler.remove(stream))
                 call.task?.cancel()
                 call.deadlineTimer?.cancel()
-                self.failWaiters(call)
+                call.trailersTimer?.cancel()
+                self.failWaiter(call, CancellationError())
                 self.closeIfDone(call)
             }
-        case .windowOpened(let stream):
-            if let stream {
-                if let call = self.calls[stream] { self.pump(call) }
-            } else {
-                for call in self.calls.values { self.pump(call) }
-            }
+        case .windowOpened:
+            self.pump()
         case .closeConnection(let frames):
             guard let context = self.context else { return }
             for frame in frames { self.write(frame) }
             context.flush()
             context.close(promise: nil)
+        case .maxAgeReached:
+            self.drain(grace: self.configuration.maxAgeGrace, shuttingDown: false)
         }
     }
 
@@ -211,7 +288,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             return
         }
         if let violation = Self.metadataViolation(call.header) {
-            self.finish(call, status: RPCError.invalidArgument(field: violation.0, violation.1).callStatus)
+            var error = RPCError.invalidArgument(field: violation.0, violation.1)
+            error.notProcessed = true
+            self.finish(call, status: error.callStatus)
             return
         }
         call.method = method
@@ -259,17 +338,44 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.endWithError(call, RPCError(code, error.message, notProcessed: true))
             return
         }
+        self.countInbound(call, call.deframer.bufferedBytes + (call.request?.readableBytes ?? 0))
+        if self.inboundBytes > self.configuration.budget.inboundPerConnection {
+            self.endWithError(
+                call,
+                RPCError(
+                    .resourceExhausted,
+                    "the connection holds more than \(self.configuration.budget.inboundPerConnection) bytes of "
+                        + "partly received requests",
+                    notProcessed: true
+                )
+            )
+            return
+        }
+        // Stream credit returns as soon as the bytes are buffered: the inbound budget, not the window, bounds them.
         self.execute(self.machine.requestConsumed(stream, bytes: length))
         guard endStream else { return }
         guard let request = call.request, call.deframer.isEmpty else {
             self.endWithError(call, RPCError(.invalidArgument, "the request message is missing or incomplete"))
             return
         }
+        call.request = nil
+        self.countInbound(call, 0)
         self.start(call, request: request)
+    }
+
+    /// Sets the inbound bytes a call holds.
+    private func countInbound(_ call: Call, _ bytes: Int) {
+        let delta = bytes - call.inboundBytes
+        call.inboundBytes = bytes
+        self.inboundBytes += delta
+        self.stats.inboundChanged(by: delta)
     }
 
     private func endWithError(_ call: Call, _ error: RPCError) {
         self.machine.streamEndedLocally(call.stream)
+        call.request = nil
+        call.deframer = MessageDeframer(maxMessageSize: 0)
+        self.countInbound(call, 0)
         self.finish(call, status: error.callStatus)
     }
 
@@ -293,76 +399,19 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             logger: self.logger
         )
         let sink = StreamSink(handler: loopBound, eventLoop: eventLoop, stream: call.stream)
-        let interceptors = self.interceptors
+        let executor = self.executor
         let stream = call.stream
         call.handlerRunning = true
-        let run = method.run
         let report: @Sendable (CallStatus) -> Void = { status in
             eventLoop.execute {
                 loopBound.value.handlerFinished(stream, status: status)
             }
         }
-        let executor = self.taskExecutor ?? EventLoopTaskExecutor(eventLoop)
-        self.taskExecutor = executor
-        call.task = Task(executorPreference: executor) {
-            report(
-                await ServerConnectionHandler.runCall(
-                    run,
-                    request: request,
-                    context: context,
-                    sink: sink,
-                    interceptors: interceptors
-                )
-            )
+        let taskExecutor = self.taskExecutor ?? EventLoopTaskExecutor(eventLoop)
+        self.taskExecutor = taskExecutor
+        call.task = Task(executorPreference: taskExecutor) {
+            report(await executor.run(method, request: request, context: context, sink: sink))
         }
-    }
-
-    private static func runCall(
-        _ run: @escaping @Sendable (ByteBuffer, CallContext, any ResponseSink) async throws -> Void,
-        request: ByteBuffer,
-        context: CallContext,
-        sink: StreamSink,
-        interceptors: [any ServerInterceptor]
-    ) async -> CallStatus {
-        do {
-            try await Self.intercept(interceptors, context) { context in
-                try await run(request, context, sink)
-            }
-            return CallStatus(code: .ok)
-        } catch {
-            return Self.status(for: error, callID: context.callID, logger: context.logger)
-        }
-    }
-
-    private static func intercept(
-        _ interceptors: [any ServerInterceptor],
-        _ context: CallContext,
-        _ body: @escaping @Sendable (CallContext) async throws -> Void
-    ) async throws {
-        guard let first = interceptors.first else {
-            try await body(context)
-            return
-        }
-        let rest = Array(interceptors.dropFirst())
-        try await first.intercept(context) { context in
-            try await Self.intercept(rest, context, body)
-        }
-    }
-
-    private static func status(for error: any Error, callID: UInt64, logger: Logger) -> CallStatus {
-        if let convertible = error as? any ChatStatusConvertible {
-            let status = convertible.rpcError
-            if status.code == .internal {
-                // The caller sees a generic message; the detail (e.g. the database's) goes to the log only.
-                logger.error("handler failed", metadata: ["error": "\(String(reflecting: error))"])
-            }
-            return status.callStatus
-        }
-        if error is CancellationError {
-            return RPCError(.cancelled, "the call was cancelled").callStatus
-        }
-        logger.error("handler failed", metadata: ["error": "\(String(reflecting: error))"])
-        return RPCError(.internal, "internal error (call \(callID))").callStatus
     }
 
     private func handlerFinished(_ stream: StreamID, status: CallStatus) {
@@ -382,38 +431,55 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private func deadlineExceeded(_ call: Call) {
         guard !call.finished else { return }
-        call.outbound.removeAll()
-        call.outboundBytes = 0
+        self.discardOutput(call)
         self.machine.streamEndedLocally(call.stream)
         self.finish(call, status: RPCError(.deadlineExceeded, "the deadline passed").callStatus)
         call.task?.cancel()
     }
 
-    /// Queues TRAILERS after the stream's pending data; the stream closes when both sides are done.
+    /// Queues TRAILERS after the stream's pending data; the stream closes when both sides are done. TRAILERS that
+    /// cannot go out within the stall limit (the peer reads nothing) give way to CANCEL, which frees the stream.
     private func finish(_ call: Call, status: CallStatus) {
         guard !call.finished else { return }
         call.finished = true
-        var payload = ByteBuffer()
-        do {
-            let packed = try status.packed()
-            payload.writeWithUnsafeMutableBytes(minimumWritableBytes: packed.size) { packed.write(to: $0) }
-        } catch {
-            payload = ByteBuffer()
+        let payload = status.trailersPayload(maxBytes: self.machine.peer.maxHeaderSize)
+        self.scheduler.finish(call.stream, trailers: payload)
+        self.failWaiter(call, CancellationError())
+        if self.scheduler.bufferedBytes(call.stream) > 0, let loop = self.context?.eventLoop.assumeIsolated() {
+            call.trailersTimer = loop.scheduleTask(in: TimeAmount(self.configuration.stallLimit)) {
+                self.trailersStalled(call)
+            }
         }
-        call.trailers = payload
-        self.failWaiters(call)
-        self.pump(call)
+        self.pump()
     }
 
+    private func trailersStalled(_ call: Call) {
+        guard self.calls[call.stream] === call, !call.outputDone else { return }
+        self.stats.writeStalled()
+        self.stats.outboundChanged(by: -self.scheduler.remove(call.stream))
+        self.machine.streamEndedLocally(call.stream)
+        call.outputDone = true
+        self.write(.cancel(stream: call.stream, code: .cancel))
+        self.scheduleFlush()
+        self.closeIfDone(call)
+    }
+
+    /// Closes the stream once our side is over and its handler has returned.
     private func closeIfDone(_ call: Call) {
-        guard call.finished, !call.handlerRunning, call.trailers == nil || call.trailersSent else { return }
-        guard self.calls.removeValue(forKey: call.stream) != nil else { return }
-        self.execute(self.machine.streamClosed(call.stream))
+        guard call.finished, call.outputDone, !call.handlerRunning else { return }
+        guard self.calls[call.stream] === call else { return }
+        self.calls.removeValue(forKey: call.stream)
+        call.trailersTimer?.cancel()
+        self.countInbound(call, 0)
+        self.stats.outboundChanged(by: -self.scheduler.remove(call.stream))
+        self.execute(self.machine.streamClosed(call.stream, now: .now()))
     }
 
     // MARK: - Output
 
-    /// Appends response envelopes from a handler; succeeds when there is room for more.
+    /// Takes a handler's response envelopes: queued at once when the connection's budget has room, otherwise when
+    /// it has; the returned future succeeds when the stream has room for more, or fails with `ResponseStalled` after
+    /// the stall limit.
     fileprivate func enqueue(
         _ stream: StreamID,
         _ envelopes: ByteBuffer,
@@ -423,63 +489,92 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         guard self.context != nil, let call = self.calls[stream], !call.finished else {
             return eventLoop.makeFailedFuture(CancellationError())
         }
-        call.outboundBytes += envelopes.readableBytes
-        call.outbound.append(envelopes)
-        self.pump(call)
-        // At most one window plus one message is buffered per stream.
-        if call.outboundBytes <= self.machine.peer.initialWindowSize {
-            return eventLoop.makeSucceededVoidFuture()
+        guard call.waiter == nil else {
+            return eventLoop.makeFailedFuture(RPCError(.internal, "concurrent writes on one stream"))
+        }
+        var pending: ByteBuffer? = envelopes
+        if self.scheduler.connectionHasRoom {
+            self.queue(call, envelopes)
+            pending = nil
+            self.pump()
+            if self.scheduler.hasRoom(stream) || call.finished { return eventLoop.makeSucceededVoidFuture() }
         }
         let promise = eventLoop.makePromise(of: Void.self)
-        call.waiters.append(promise)
-        if let stallLimit {
-            // The envelopes are queued; what fails after the limit is the wait for room for more.
-            let timer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(stallLimit)) {
-                let before = call.waiters.count
-                call.waiters.removeAll { $0.futureResult === promise.futureResult }
-                if call.waiters.count < before { promise.fail(ResponseStalled()) }
-            }
-            promise.futureResult.whenComplete { _ in timer.cancel() }
+        let limit = stallLimit ?? self.configuration.stallLimit
+        let timer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) {
+            guard let waiter = call.waiter, waiter.promise.futureResult === promise.futureResult else { return }
+            self.stats.writeStalled()
+            self.failWaiter(call, ResponseStalled(queued: waiter.pending == nil, limit: limit))
         }
+        call.waiter = Waiter(promise: promise, pending: pending, timer: timer)
+        self.waiting += 1
         return promise.futureResult
     }
 
-    private func pump(_ call: Call) {
-        var wrote = false
-        let maxFrame = self.machine.peer.maxFrameSize
-        while var chunk = call.outbound.first {
-            let capacity = self.machine.sendCapacity(call.stream)
-            guard capacity > 0 else { break }
-            let length = min(capacity, chunk.readableBytes, maxFrame)
-            let slice = chunk.readSlice(length: length)!
-            self.write(.data(stream: call.stream, payload: slice, endStream: false))
-            self.machine.dataSent(call.stream, bytes: length)
-            call.outboundBytes -= length
-            wrote = true
-            if chunk.readableBytes == 0 {
-                call.outbound.removeFirst()
-            } else {
-                call.outbound[0] = chunk
-            }
-        }
-        if call.outbound.isEmpty, let trailers = call.trailers, !call.trailersSent {
-            self.write(.trailers(stream: call.stream, payload: trailers))
-            call.trailersSent = true
-            wrote = true
-        }
-        if call.outboundBytes <= self.machine.peer.initialWindowSize, !call.waiters.isEmpty {
-            let waiters = call.waiters
-            call.waiters = []
-            for waiter in waiters { waiter.succeed() }
-        }
-        if wrote { self.scheduleFlush() }
-        if call.trailersSent { self.closeIfDone(call) }
+    private func queue(_ call: Call, _ envelopes: ByteBuffer) {
+        self.scheduler.enqueue(call.stream, envelopes)
+        self.stats.outboundChanged(by: envelopes.readableBytes)
     }
 
-    private func failWaiters(_ call: Call) {
-        let waiters = call.waiters
-        call.waiters = []
-        for waiter in waiters { waiter.fail(CancellationError()) }
+    /// DATA bytes taken from the queues before the channel's writability is looked at again.
+    private static let pumpSlice = 64 * 1024
+
+    /// Writes what the scheduler releases, while the socket drains, then wakes the writers that have room again.
+    private func pump() {
+        guard let context = self.context, !self.tornDown else { return }
+        var wrote = false
+        while true {
+            // DATA in slices, so that writability (NIO's write-buffer water marks) is seen between them.
+            let maxDataBytes = context.channel.isWritable ? Self.pumpSlice : 0
+            let pull = self.scheduler.pull(&self.machine, maxDataBytes: maxDataBytes)
+            for frame in pull.frames { self.write(frame) }
+            wrote = wrote || !pull.frames.isEmpty
+            self.stats.outboundChanged(by: -pull.dataBytes)
+            for stream in pull.completed {
+                guard let call = self.calls[stream] else { continue }
+                call.outputDone = true
+                call.trailersTimer?.cancel()
+                self.closeIfDone(call)
+            }
+            let queued = self.waiting > 0 && self.wakeWriters()
+            guard pull.reachedLimit || queued, !self.tornDown else { break }
+        }
+        if wrote { self.scheduleFlush() }
+    }
+
+    /// Succeeds the waiting writes whose stream and connection have room; queues the pending envelopes of those
+    /// that waited for the connection. Returns true when it queued any (the caller pumps again).
+    private func wakeWriters() -> Bool {
+        var queued = false
+        for call in self.calls.values {
+            guard var waiter = call.waiter else { continue }
+            if let pending = waiter.pending {
+                guard self.scheduler.connectionHasRoom else { continue }
+                self.queue(call, pending)
+                waiter.pending = nil
+                call.waiter = waiter
+                queued = true
+            }
+            if self.scheduler.hasRoom(call.stream) {
+                call.waiter = nil
+                self.waiting -= 1
+                waiter.timer?.cancel()
+                waiter.promise.succeed()
+            }
+        }
+        return queued
+    }
+
+    private func failWaiter(_ call: Call, _ error: any Error) {
+        guard let waiter = call.waiter else { return }
+        call.waiter = nil
+        self.waiting -= 1
+        waiter.timer?.cancel()
+        waiter.promise.fail(error)
+    }
+
+    private func discardOutput(_ call: Call) {
+        self.stats.outboundChanged(by: -self.scheduler.discardData(call.stream))
     }
 
     private func write(_ frame: Frame) {
@@ -487,6 +582,17 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeFrame(frame)
         context.write(self.wrapOutboundOut(buffer), promise: nil)
+        if case .data = frame { return }
+        guard !self.machine.isClosed else { return }
+        if !self.controlFrames.wrote(1, socketDrains: context.channel.isWritable) {
+            // The peer makes us queue frames it never reads (acks, refusals, TRAILERS of rejected streams).
+            self.stats.controlFrameFlood()
+            self.execute(
+                self.machine.connectionError(
+                    WireError(.enhanceYourCalm, "too many queued control frames: the peer does not read")
+                )
+            )
+        }
     }
 
     private func scheduleFlush() {
@@ -500,23 +606,47 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     // MARK: - Drain
 
-    /// Graceful shutdown of this connection: GOAWAY, let unary calls finish, end server streams with UNAVAILABLE.
+    /// Graceful shutdown of this connection (SIGTERM): GOAWAY; a connection with no call closes at once; unary
+    /// calls get the grace; server streams end at once with UNAVAILABLE and where to resume.
     func drain() {
+        self.drain(grace: self.configuration.drainGrace, shuttingDown: true)
+    }
+
+    /// GOAWAY, then calls in flight get `grace`; server streams are asked to end now when the server shuts down,
+    /// or at the end of the grace when the connection only reached its maximum age.
+    private func drain(grace: TimeAmount, shuttingDown: Bool) {
+        guard !self.tornDown else { return }
+        let first = !self.draining
+        self.draining = true
         self.execute(self.machine.drainRequested())
-        for call in self.calls.values where call.method?.info.kind == .serverStreaming && !call.finished {
-            call.cancelledByDrain = true
-            call.task?.cancel()
-        }
-        self.context?.eventLoop.assumeIsolated().scheduleTask(in: self.drainGrace) {
-            guard let context = self.context else { return }
-            for call in self.calls.values where !call.finished {
+        guard !self.machine.isClosed, let loop = self.context?.eventLoop.assumeIsolated() else { return }
+        if shuttingDown {
+            for call in self.calls.values where call.method?.info.kind == .serverStreaming && !call.finished {
                 call.cancelledByDrain = true
-                self.finish(call, status: RPCError(.unavailable, "the server is shutting down").callStatus)
                 call.task?.cancel()
             }
-            context.flush()
-            context.close(promise: nil)
         }
+        guard first || shuttingDown else { return }
+        self.drainTimers.append(
+            loop.scheduleTask(in: grace) {
+                // Handlers still running are cancelled; a streaming one answers with its resume position. Whatever
+                // has not ended a second later is ended here.
+                for call in self.calls.values where !call.finished {
+                    call.cancelledByDrain = true
+                    call.task?.cancel()
+                }
+                self.drainTimers.append(
+                    loop.scheduleTask(in: .seconds(1)) {
+                        guard let context = self.context else { return }
+                        for call in self.calls.values where !call.finished {
+                            self.finish(call, status: RPCError(.unavailable, "the server is shutting down").callStatus)
+                        }
+                        context.flush()
+                        context.close(promise: nil)
+                    }
+                )
+            }
+        )
     }
 }
 

@@ -369,7 +369,7 @@ struct LiveStream<Response: ProtoMessage> {
     }
 
     /// Sends a page of events in one write and moves `position` to the last once they are queued (a stalled write
-    /// has queued them; a cancelled one has not).
+    /// says whether it queued them; a cancelled one has not).
     mutating func send<Position>(_ responses: [Response], advancing position: inout Position, to last: Position)
         async throws
     {
@@ -377,7 +377,7 @@ struct LiveStream<Response: ProtoMessage> {
             try await self.writer.write(contentsOf: responses, stallLimit: self.configuration.stallLimit)
             self.lastSend = .now
         } catch let error as ResponseStalled {
-            position = last
+            if error.queued { position = last }
             throw error
         }
         position = last

@@ -182,6 +182,20 @@ public final class TLSContext: @unchecked Sendable {
                     ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
                 SSL_CTX_set_verify(context, mode, nil)
             }
+            // A ClientHello without the ALPN extension never reaches the select callback below, so OpenSSL would
+            // complete the handshake: refuse it here with the alert section 1 of PROTOCOL.md promises.
+            SSL_CTX_set_client_hello_cb(
+                context,
+                { ssl, alert, _ in
+                    var data: UnsafePointer<UInt8>?
+                    var length = 0
+                    let alpnExtension: UInt32 = 16  // TLSEXT_TYPE_application_layer_protocol_negotiation
+                    if SSL_client_hello_get0_ext(ssl, alpnExtension, &data, &length) == 1 { return 1 }
+                    alert?.pointee = 120  // no_application_protocol (RFC 7301, section 3.2)
+                    return 0  // SSL_CLIENT_HELLO_ERROR
+                },
+                nil
+            )
             SSL_CTX_set_alpn_select_cb(
                 context,
                 { _, out, outLength, offered, offeredLength, _ in

@@ -16,6 +16,11 @@ public struct ServerConnectionStateMachine {
         public var keepaliveInterval: TimeAmount
         /// How long the server waits for the keepalive ping's ACK.
         public var keepaliveTimeout: TimeAmount
+        /// A connection with no call for this long gets GOAWAY and is closed; nil for never.
+        public var idleTimeout: TimeAmount?
+        /// A connection this old is drained (GOAWAY), so that clients reconnect and load balancers can rebalance
+        /// them (gRFC A9's MAX_CONNECTION_AGE); nil for never. The handler adds jitter.
+        public var maxAge: TimeAmount?
 
         /// Creates a configuration.
         public init(
@@ -23,13 +28,25 @@ public struct ServerConnectionStateMachine {
             pingStrikesAllowed: Int = 2,
             cancelsPerSecondAllowed: Int = 1_000,
             keepaliveInterval: TimeAmount = .seconds(60),
-            keepaliveTimeout: TimeAmount = .seconds(20)
+            keepaliveTimeout: TimeAmount = .seconds(20),
+            idleTimeout: TimeAmount? = .minutes(15),
+            maxAge: TimeAmount? = nil
         ) {
             self.local = local
             self.pingStrikesAllowed = pingStrikesAllowed
             self.cancelsPerSecondAllowed = cancelsPerSecondAllowed
             self.keepaliveInterval = keepaliveInterval
             self.keepaliveTimeout = keepaliveTimeout
+            self.idleTimeout = idleTimeout
+            self.maxAge = maxAge
+        }
+
+        /// How often the handler should call `timerFired`: often enough for every timer configured.
+        public var tickInterval: TimeAmount {
+            var tick = self.keepaliveInterval.nanoseconds / 4
+            if let idle = self.idleTimeout { tick = min(tick, idle.nanoseconds / 4) }
+            if let age = self.maxAge { tick = min(tick, age.nanoseconds / 4) }
+            return .nanoseconds(max(tick, 10_000_000))
         }
     }
 
@@ -52,6 +69,8 @@ public struct ServerConnectionStateMachine {
         case windowOpened(StreamID?)
         /// Write these frames, then close the connection.
         case closeConnection([Frame])
+        /// The connection reached its maximum age: drain it (GOAWAY), giving calls in flight the age grace.
+        case maxAgeReached
     }
 
     private enum State: Hashable {
@@ -104,6 +123,10 @@ public struct ServerConnectionStateMachine {
     private var lastFrameReceived: NIODeadline
     private var keepalivePingSent: NIODeadline?
     private var peerWentAway = false
+    /// Since when the connection has had no stream; nil while it has one.
+    private var idleSince: NIODeadline?
+    private let ageDeadline: NIODeadline?
+    private var ageReported = false
 
     /// Creates the state machine of a new connection.
     ///
@@ -116,6 +139,8 @@ public struct ServerConnectionStateMachine {
         self.connectionSendWindow = ChatSettings.defaults.connectionWindow
         self.cancelWindowStart = now
         self.lastFrameReceived = now
+        self.idleSince = now
+        self.ageDeadline = configuration.maxAge.map { now + $0 }
     }
 
     /// The frames the server sends first: its SETTINGS, then connection credit beyond the default window.
@@ -193,6 +218,7 @@ public struct ServerConnectionStateMachine {
             return .send([.cancel(stream: id, code: .refusedStream)])
         }
         let tooLarge = payload.readableBytes > self.configuration.local.maxHeaderSize
+        self.idleSince = nil
         self.streams[id] = Stream(
             phase: tooLarge ? .ended : .receivingRequest,
             receiveWindow: self.configuration.local.initialWindowSize,
@@ -325,9 +351,12 @@ public struct ServerConnectionStateMachine {
     }
 
     /// The server ended the stream (its handler returned and TRAILERS or CANCEL went out): free its slot.
-    public mutating func streamClosed(_ id: StreamID) -> Action {
+    ///
+    /// - Parameter now: when, for the idle timeout (nil: not tracked, as in tests that do not care).
+    public mutating func streamClosed(_ id: StreamID, now: NIODeadline? = nil) -> Action {
         guard self.streams.removeValue(forKey: id) != nil else { return .none }
         if self.streams.isEmpty {
+            self.idleSince = now ?? self.lastFrameReceived
             switch self.state {
             case .drained: return self.close([])
             case .active, .drainingAwaitingAck: if self.peerWentAway { return self.close([]) }
@@ -344,9 +373,13 @@ public struct ServerConnectionStateMachine {
         self.streams[id] = stream
     }
 
-    /// Graceful shutdown: GOAWAY(2^31-1) and a PING; when its ACK arrives, GOAWAY(last accepted stream).
+    /// Graceful shutdown: GOAWAY(2^31-1) and a PING; when its ACK arrives, GOAWAY(last accepted stream). A
+    /// connection with no stream open is closed at once with GOAWAY(last accepted stream): a client's HEADERS still
+    /// in flight are above it, so they are known not processed and retried elsewhere.
     public mutating func drainRequested() -> Action {
         switch self.state {
+        case .active where self.streams.isEmpty:
+            return self.close([.goAway(lastStream: self.lastStreamID, code: .noError, debug: "draining")])
         case .active:
             self.state = .drainingAwaitingAck
             return .send([
@@ -360,9 +393,19 @@ public struct ServerConnectionStateMachine {
         }
     }
 
-    /// The keepalive timer fired: ping a silent peer, or give up on one that did not answer.
-    public mutating func keepaliveTimerFired(now: NIODeadline) -> Action {
+    /// The connection's timer fired: close an idle connection, report the maximum age once, ping a silent peer,
+    /// or give up on one that did not answer.
+    public mutating func timerFired(now: NIODeadline) -> Action {
         guard self.state != .closed else { return .none }
+        if let idle = self.configuration.idleTimeout, let since = self.idleSince, self.streams.isEmpty,
+            now - since >= idle
+        {
+            return self.close([.goAway(lastStream: self.lastStreamID, code: .noError, debug: "idle")])
+        }
+        if let deadline = self.ageDeadline, now >= deadline, !self.ageReported {
+            self.ageReported = true
+            return .maxAgeReached
+        }
         if let sent = self.keepalivePingSent {
             if now - sent >= self.configuration.keepaliveTimeout {
                 return self.close([.goAway(lastStream: self.lastStreamID, code: .noError, debug: "keepalive timeout")])

@@ -291,6 +291,22 @@ struct TLSHandlerTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a client that offers no ALPN at all gets the no_application_protocol alert")
+    func noALPN() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await EchoServer(context: try TestCertificates.server(), group: group)
+        var configuration = TLSConfiguration.client(trustRoots: try TestCertificates.path("ca.pem"))
+        configuration.applicationProtocols = []
+        let client = try TLSContext(configuration: configuration)
+        let (_, recorder) = try await connectClient(port: server.port, context: client, group: group)
+        await #expect(throws: (any Error).self) { try await recorder.handshake.futureResult.get() }
+        // The client reads the server's alert: OpenSSL names it.
+        let clientErrors = try await recorder.closed.futureResult.get()
+        #expect(clientErrors.contains { ($0 as? TLSError)?.code == .noApplicationProtocol }, "\(clientErrors)")
+        try await server.stop()
+        try await group.shutdownGracefully()
+    }
+
     @Test("plaintext is refused and the connection closed")
     func plaintextRefused() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -345,13 +345,13 @@ struct ServerConnectionStateMachineTests {
     @Test("keepalive: a silent connection is pinged, and closed when the ACK does not come")
     func keepalive() {
         var machine = activeMachine()
-        #expect(machine.keepaliveTimerFired(now: t0 + .seconds(30)) == .none)
+        #expect(machine.timerFired(now: t0 + .seconds(30)) == .none)
         #expect(
-            machine.keepaliveTimerFired(now: t0 + .seconds(60))
+            machine.timerFired(now: t0 + .seconds(60))
                 == .send([.ping(payload: Machine.keepalivePingPayload, ack: false)])
         )
-        #expect(machine.keepaliveTimerFired(now: t0 + .seconds(70)) == .none)
-        guard case .closeConnection = machine.keepaliveTimerFired(now: t0 + .seconds(80)) else {
+        #expect(machine.timerFired(now: t0 + .seconds(70)) == .none)
+        guard case .closeConnection = machine.timerFired(now: t0 + .seconds(80)) else {
             Issue.record("no close after the keepalive timeout")
             return
         }
@@ -360,9 +360,9 @@ struct ServerConnectionStateMachineTests {
     @Test("keepalive: an answered ping keeps the connection")
     func keepaliveAnswered() {
         var machine = activeMachine()
-        _ = machine.keepaliveTimerFired(now: t0 + .seconds(60))
+        _ = machine.timerFired(now: t0 + .seconds(60))
         _ = machine.frameReceived(.ping(payload: Machine.keepalivePingPayload, ack: true), now: t0 + .seconds(61))
-        #expect(machine.keepaliveTimerFired(now: t0 + .seconds(90)) == .none)
+        #expect(machine.timerFired(now: t0 + .seconds(90)) == .none)
         #expect(!machine.isClosed)
     }
 
@@ -403,14 +403,43 @@ struct ServerConnectionStateMachineTests {
         #expect(machine.streamClosed(3) == .closeConnection([]))
     }
 
-    @Test("drain with no calls in flight closes as soon as the PING is acknowledged")
+    @Test("drain with no calls in flight closes at once, GOAWAY naming the last stream")
     func drainIdle() {
         var machine = activeMachine()
-        _ = machine.drainRequested()
+        _ = machine.frameReceived(.headers(stream: 1, payload: header()), now: t0)
+        _ = machine.streamClosed(1)
         #expect(
-            machine.frameReceived(.ping(payload: Machine.drainPingPayload, ack: true), now: t0)
-                == .closeConnection([.goAway(lastStream: 0, code: .noError, debug: "draining")])
+            machine.drainRequested() == .closeConnection([.goAway(lastStream: 1, code: .noError, debug: "draining")])
         )
+        #expect(machine.isClosed)
+    }
+
+    @Test("idle timeout: no call for the limit closes with GOAWAY idle; an open call keeps it")
+    func idleTimeout() {
+        var configuration = Machine.Configuration()
+        configuration.idleTimeout = .seconds(10)
+        var machine = activeMachine(configuration)
+        #expect(machine.timerFired(now: t0 + .seconds(5)) == .none)
+        _ = machine.frameReceived(.headers(stream: 1, payload: header()), now: t0 + .seconds(5))
+        #expect(machine.timerFired(now: t0 + .seconds(40)) != .closeConnection([]))
+        #expect(!machine.isClosed)
+        _ = machine.streamClosed(1, now: t0 + .seconds(41))
+        #expect(machine.timerFired(now: t0 + .seconds(50)) == .none)
+        #expect(
+            machine.timerFired(now: t0 + .seconds(51))
+                == .closeConnection([.goAway(lastStream: 1, code: .noError, debug: "idle")])
+        )
+    }
+
+    @Test("maximum age: reported once, when reached")
+    func maxAge() {
+        var configuration = Machine.Configuration()
+        configuration.maxAge = .seconds(30)
+        var machine = activeMachine(configuration)
+        _ = machine.frameReceived(.headers(stream: 1, payload: header()), now: t0)
+        #expect(machine.timerFired(now: t0 + .seconds(29)) == .none)
+        #expect(machine.timerFired(now: t0 + .seconds(30)) == .maxAgeReached)
+        #expect(machine.timerFired(now: t0 + .seconds(31)) == .none)
     }
 
     @Test("a framing error from the decoder closes with GOAWAY naming the last stream")
