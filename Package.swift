@@ -152,6 +152,7 @@ let package = Package(
                 "ChatRPC",
                 "ChatServices",
                 "ChatTLS",
+                "ChatWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -196,6 +197,10 @@ let package = Package(
             path: "Tests/ChatTestSupport",
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "CMallocStats",
+            path: "Tests/CMallocStats"
+        ),
         .testTarget(
             name: "ChatProtoTests",
             dependencies: [
@@ -227,6 +232,7 @@ let package = Package(
             name: "ChatRPCTests",
             dependencies: [
                 "ChatTestSupport",
+                "CMallocStats",
                 "ChatAuth",
                 "ChatClient",
                 "ChatProto",

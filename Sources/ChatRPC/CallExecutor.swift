@@ -64,25 +64,44 @@ extension CallStatus {
     /// cannot be encoded at all (a NUL byte in a string) becomes INTERNAL, never an empty payload (which decodes as
     /// OK).
     public func trailersPayload(maxBytes: Int) -> ByteBuffer {
-        if let payload = Self.encode(self, maxBytes: maxBytes) { return payload }
+        let fallback = CallStatus(code: .internal, message: "the server could not encode the call's status")
+        switch Self.encode(self, maxBytes: maxBytes) {
+        case .encoded(let payload): return payload
+        case .unencodable: return Self.encode(fallback, maxBytes: .max).payload!
+        case .tooLarge: break
+        }
         var bare = CallStatus(code: self.code, message: self.message, notProcessed: self.notProcessed)
-        if let payload = Self.encode(bare, maxBytes: maxBytes) { return payload }
         // Shorten the message (on a character boundary) until it fits.
         var limit = min(bare.message.utf8.count, maxBytes)
-        while limit > 0 {
+        while true {
+            if let payload = Self.encode(bare, maxBytes: maxBytes).payload { return payload }
+            guard limit > 0 else { break }
             limit /= 2
             bare.message = String(bare.message.utf8Prefix(limit))
-            if let payload = Self.encode(bare, maxBytes: maxBytes) { return payload }
         }
-        let fallback = CallStatus(code: .internal, message: "the server could not encode the call's status")
-        return Self.encode(fallback, maxBytes: maxBytes) ?? Self.encode(CallStatus(code: .internal), maxBytes: .max)!
+        return Self.encode(fallback, maxBytes: maxBytes).payload ?? Self.encode(
+            CallStatus(code: .internal),
+            maxBytes: .max
+        ).payload!
     }
 
-    private static func encode(_ status: CallStatus, maxBytes: Int) -> ByteBuffer? {
-        guard let packed = try? status.packed(), packed.size <= maxBytes else { return nil }
+    private enum Encoding {
+        case encoded(ByteBuffer)
+        case tooLarge
+        case unencodable
+
+        var payload: ByteBuffer? {
+            if case .encoded(let payload) = self { return payload }
+            return nil
+        }
+    }
+
+    private static func encode(_ status: CallStatus, maxBytes: Int) -> Encoding {
+        guard let packed = try? status.packed() else { return .unencodable }
+        guard packed.size <= maxBytes else { return .tooLarge }
         var payload = ByteBuffer()
         payload.writeWithUnsafeMutableBytes(minimumWritableBytes: packed.size) { packed.write(to: $0) }
-        return payload
+        return .encoded(payload)
     }
 }
 

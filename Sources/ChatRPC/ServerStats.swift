@@ -13,6 +13,7 @@ public final class ServerStats: Sendable {
 
     private let handlers = Atomic<Int>(0)
     private let open = Atomic<Int>(0)
+    private let accepted = Atomic<Int>(0)
     private let handshaking = Atomic<Int>(0)
     private let outbound = Atomic<Int>(0)
     private let inbound = Atomic<Int>(0)
@@ -26,6 +27,8 @@ public final class ServerStats: Sendable {
     /// Connection handlers alive in memory (not yet deinitialised): 0 once every connection has closed and every
     /// call's task has ended.
     public var liveConnectionHandlers: Int { self.handlers.load(ordering: .relaxed) }
+    /// Connections accepted within the limits since the server started.
+    public var acceptedConnections: Int { self.accepted.load(ordering: .relaxed) }
     /// Connections accepted and not yet closed.
     public var openConnections: Int { self.open.load(ordering: .relaxed) }
     /// Connections still in the TLS handshake.
@@ -59,6 +62,7 @@ public final class ServerStats: Sendable {
             self.refusedHandshakes.add(1, ordering: .relaxed)
             return .tooManyHandshakes
         }
+        self.accepted.add(1, ordering: .relaxed)
         return nil
     }
 

@@ -5,6 +5,7 @@ import ChatRPC
 import ChatServices
 import ChatStore
 import ChatTLS
+import ChatWire
 import Foundation
 import Logging
 import NIOCore
@@ -81,6 +82,96 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
+    @Option(name: .customLong("max-connections"), help: "Connections open at once; more are closed as accepted.")
+    var maxConnections: Int = 10_000
+
+    @Option(
+        name: .customLong("max-handshaking-connections"),
+        help: "Connections in the TLS handshake at once; more are closed as accepted."
+    )
+    var maxHandshaking: Int = 256
+
+    @Option(
+        name: .customLong("idle-timeout"),
+        help: "Seconds without a call before a connection gets GOAWAY (0: never)."
+    )
+    var idleTimeout: Double = 900
+
+    @Option(
+        name: .customLong("max-connection-age"),
+        help: "Seconds (±10% jitter) after which a connection is drained so clients rebalance (0: never)."
+    )
+    var maxConnectionAge: Double = 0
+
+    @Option(
+        name: .customLong("max-connection-age-grace"),
+        help: "Seconds calls in flight may run after the maximum age; streams then end UNAVAILABLE with resume info."
+    )
+    var maxConnectionAgeGrace: Double = 60
+
+    @Option(name: .customLong("drain-grace"), help: "Seconds calls in flight may run after SIGTERM.")
+    var drainGrace: Double = 30
+
+    @Option(
+        name: .customLong("stream-buffer-bytes"),
+        help: "Response bytes queued for one stream before its handler's writes wait."
+    )
+    var streamBufferBytes: Int = OutboundBudget().perStream
+
+    @Option(
+        name: .customLong("connection-buffer-bytes"),
+        help: "Response bytes queued for one connection before every handler's writes wait."
+    )
+    var connectionBufferBytes: Int = OutboundBudget().perConnection
+
+    @Option(
+        name: .customLong("connection-inbound-bytes"),
+        help: "Partly received request bytes one connection may hold; beyond, the stream ends RESOURCE_EXHAUSTED."
+    )
+    var connectionInboundBytes: Int = OutboundBudget().inboundPerConnection
+
+    @Option(
+        name: .customLong("max-queued-control-frames"),
+        help: "Control frames queued for a peer that does not read before GOAWAY ENHANCE_YOUR_CALM."
+    )
+    var maxQueuedControlFrames: Int = OutboundBudget().queuedControlFrames
+
+    @Option(
+        name: .customLong("stall-limit"),
+        help: "Seconds any write waits for a client that does not read before the call ends RESOURCE_EXHAUSTED."
+    )
+    var stallLimit: Double = 30
+
+    /// The server's limits from the flags.
+    func serverConfiguration(host: String, port: Int, tls: TLSContext) throws -> ChatServer.Configuration {
+        guard self.maxConnections > 0, self.maxHandshaking > 0, self.streamBufferBytes > 0,
+            self.connectionBufferBytes > 0, self.connectionInboundBytes > 0, self.maxQueuedControlFrames > 0
+        else {
+            throw ValidationError("connection limits and buffer sizes must be positive")
+        }
+        guard self.idleTimeout >= 0, self.maxConnectionAge >= 0, self.maxConnectionAgeGrace >= 0,
+            self.drainGrace >= 0, self.stallLimit > 0
+        else {
+            throw ValidationError("timeouts must not be negative; --stall-limit must be positive")
+        }
+        func time(_ seconds: Double) -> TimeAmount { .milliseconds(Int64(seconds * 1000)) }
+        var configuration = ChatServer.Configuration(host: host, port: port, tls: tls)
+        configuration.maxConnections = self.maxConnections
+        configuration.maxHandshakingConnections = self.maxHandshaking
+        configuration.connection.idleTimeout = self.idleTimeout > 0 ? time(self.idleTimeout) : nil
+        configuration.connection.maxAge = self.maxConnectionAge > 0 ? time(self.maxConnectionAge) : nil
+        configuration.maxAgeGrace = time(self.maxConnectionAgeGrace)
+        configuration.drainGrace = time(self.drainGrace)
+        configuration.budget = OutboundBudget(
+            perStream: self.streamBufferBytes,
+            perConnection: self.connectionBufferBytes,
+            inboundPerConnection: self.connectionInboundBytes,
+            queuedControlFrames: self.maxQueuedControlFrames
+        )
+        configuration.stallLimit = .milliseconds(Int64(self.stallLimit * 1000))
+        return configuration
+    }
+
     func run() async throws {
         let logger = try self.options.bootstrapLogging()
         let databaseURL = try self.options.resolvedDatabaseURL()
@@ -144,7 +235,7 @@ struct Serve: AsyncParsableCommand {
         MethodListService.register(in: &router, serverVersion: chatdVersion)
 
         let server = ChatServer(
-            configuration: .init(host: String(host), port: port, tls: tls),
+            configuration: try self.serverConfiguration(host: String(host), port: port, tls: tls),
             router: router,
             interceptors: [
                 AuthInterceptor(verifier: verifier),

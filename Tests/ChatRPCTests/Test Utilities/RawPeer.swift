@@ -12,12 +12,18 @@ final class RawPeer: Sendable {
     private let frames: AsyncStream<Frame>
 
     /// Connects and completes the TLS handshake; sends nothing of chat/1 yet.
-    init(port: Int, group: any EventLoopGroup) async throws {
+    ///
+    /// - Parameter receiveBuffer: SO_RCVBUF for the socket, so that a peer that stops reading fills it soon.
+    init(port: Int, group: any EventLoopGroup, receiveBuffer: Int? = nil) async throws {
         let (frames, continuation) = AsyncStream.makeStream(of: Frame.self)
         self.frames = frames
         let ready = group.next().makePromise(of: Void.self)
         let tls = try TestCertificates.client()
-        self.channel = try await ClientBootstrap(group: group)
+        var bootstrap = ClientBootstrap(group: group)
+        if let receiveBuffer {
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
+        }
+        self.channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -48,6 +54,37 @@ final class RawPeer: Sendable {
         var buffer = ByteBuffer(bytes: WireConstants.preface)
         buffer.writeFrame(.settings([]))
         try await self.send(buffer)
+    }
+
+    /// A SETTINGS frame with these entries, after the preface.
+    func greet(_ settings: [Setting]) async throws {
+        var buffer = ByteBuffer(bytes: WireConstants.preface)
+        buffer.writeFrame(.settings(settings))
+        try await self.send(buffer)
+    }
+
+    /// Windows of 2³¹−1 for every stream and the connection: the peer asks the server to send without limit.
+    static let hugeWindows = [
+        Setting(id: ChatSettings.ID.initialWindowSize, value: UInt32(WireConstants.maxWindow)),
+        Setting(id: ChatSettings.ID.connectionWindow, value: UInt32(WireConstants.maxWindow)),
+    ]
+
+    /// Stops reading the socket: what the server sends piles up in the kernel's buffers, then in the server's.
+    func stopReading() async throws {
+        try await self.channel.setOption(.autoRead, value: false)
+    }
+
+    /// Reads again.
+    func resumeReading() async throws {
+        try await self.channel.setOption(.autoRead, value: true)
+        self.channel.read()
+    }
+
+    /// Closes the TCP connection without TLS close_notify (an unclean shutdown).
+    func abort() async throws {
+        let tls = try await self.channel.pipeline.handler(type: TLSHandler.self).get()
+        try await self.channel.pipeline.removeHandler(tls).get()
+        try await self.channel.close()
     }
 
     /// Every frame the server sends until it closes the connection (at most `limit` seconds).
