@@ -140,15 +140,17 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             self.streamEnded(stream)
         case .cancel(let id, let code):
             guard let stream = self.streams[id] else { return }
-            let refused = code == .refusedStream
-            stream.continuation.finish(
-                throwing: RPCError(
-                    refused ? .unavailable : .internal,
-                    refused
-                        ? "the server refused the call; it was not processed" : "the server reset the call (\(code))",
-                    notProcessed: refused
-                )
-            )
+            let error: RPCError
+            switch code {
+            case .refusedStream:
+                error = RPCError(.unavailable, "the server refused the call; it was not processed", notProcessed: true)
+            case .cancel:
+                // The server gave up on a stream whose responses were not read for two stall limits.
+                error = RPCError(.resourceExhausted, "the server ended the call: its responses were not read in time")
+            default:
+                error = RPCError(.internal, "the server reset the call (\(code))")
+            }
+            stream.continuation.finish(throwing: error)
             self.streamEnded(stream)
         case .windowUpdate(let id, let increment):
             if id == 0 {
