@@ -18,6 +18,8 @@ let package = Package(
         .executable(name: "chatctl", targets: ["chatctl"]),
         .executable(name: "chat-bench", targets: ["chat-bench"]),
         .library(name: "ChatProto", targets: ["ChatProto"]),
+        // For the fuzz targets in Tests/Fuzz.
+        .library(name: "ChatWire", targets: ["ChatWire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -242,6 +244,7 @@ let package = Package(
                 "ChatWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

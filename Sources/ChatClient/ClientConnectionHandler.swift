@@ -101,6 +101,13 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         self.context = context
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The context refers to the handler: keeping it would keep both (and the pipeline) alive forever.
+        self.context = nil
+        // A connection that never became active (connect failed) ends here: the caller waiting for it is told.
+        self.ready.fail(RPCError(.unavailable, "the connection closed before it was ready"))
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is TLSEvent {
             var buffer = context.channel.allocator.buffer(capacity: 128)

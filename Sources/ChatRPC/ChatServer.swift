@@ -30,6 +30,9 @@ public final class ChatServer: Service, Sendable {
         /// How long calls in flight may run after a connection reached its maximum age (gRFC A9's
         /// MAX_CONNECTION_AGE_GRACE); server streams then end with UNAVAILABLE and where to resume.
         public var maxAgeGrace: TimeAmount
+        /// The maximum age is spread by up to this fraction either way (gRFC A9 suggests ±10%), so that
+        /// connections opened together do not all reconnect together.
+        public var maxAgeJitter: Double
         /// How long a client may take, after the TLS handshake, to send its preface and SETTINGS.
         public var prefaceTimeout: TimeAmount
         /// Outbound and inbound bytes a stream and a connection may hold, and queued control frames.
@@ -53,6 +56,7 @@ public final class ChatServer: Service, Sendable {
             self.connection = .init()
             self.drainGrace = .seconds(30)
             self.maxAgeGrace = .seconds(60)
+            self.maxAgeJitter = 0.1
             self.prefaceTimeout = .seconds(10)
             self.budget = OutboundBudget()
             self.stallLimit = .seconds(30)
@@ -68,6 +72,7 @@ public final class ChatServer: Service, Sendable {
                 stallLimit: self.stallLimit,
                 drainGrace: self.drainGrace,
                 maxAgeGrace: self.maxAgeGrace,
+                maxAgeJitter: self.maxAgeJitter,
                 prefaceTimeout: self.prefaceTimeout
             )
         }

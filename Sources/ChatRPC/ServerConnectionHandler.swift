@@ -24,6 +24,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         var stallLimit: Duration
         var drainGrace: TimeAmount
         var maxAgeGrace: TimeAmount
+        var maxAgeJitter: Double
         var prefaceTimeout: TimeAmount
     }
 
@@ -101,8 +102,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     ) {
         var connection = configuration.connection
         if let age = connection.maxAge {
-            // ±10% jitter (gRFC A9), so that connections opened together do not all reconnect together.
-            let spread = age.nanoseconds / 10
+            // Jitter (gRFC A9), so that connections opened together do not all reconnect together.
+            let spread = Int64(Double(age.nanoseconds) * min(max(configuration.maxAgeJitter, 0), 1))
             connection.maxAge = .nanoseconds(age.nanoseconds + (spread > 0 ? Int64.random(in: -spread...spread) : 0))
         }
         self.machine = ServerConnectionStateMachine(configuration: connection, now: .now())
@@ -121,10 +122,14 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.stats.handlerFreed()
     }
 
+    private var now: NIODeadline { self.context?.eventLoop.now ?? .now() }
+
     // MARK: - Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The loop's clock (a testing loop's is virtual), for the machine's timers and the handler's alike.
+        self.machine = ServerConnectionStateMachine(configuration: self.machine.configuration, now: self.now)
         self.loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop.assumeIsolated()
         self.prefaceTimer = loop.scheduleTask(in: self.configuration.prefaceTimeout) {
@@ -140,7 +145,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.tickTimer = context.eventLoop.assumeIsolated().scheduleTask(
             in: self.machine.configuration.tickInterval
         ) {
-            self.execute(self.machine.timerFired(now: .now()))
+            self.execute(self.machine.timerFired(now: self.now))
             if !self.machine.isClosed { self.scheduleTick() }
         }
     }
@@ -172,7 +177,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.settingsReceived = true
             self.prefaceTimer?.cancel()
         }
-        self.execute(self.machine.frameReceived(frame, now: .now()))
+        self.execute(self.machine.frameReceived(frame, now: self.now))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -472,7 +477,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         call.trailersTimer?.cancel()
         self.countInbound(call, 0)
         self.stats.outboundChanged(by: -self.scheduler.remove(call.stream))
-        self.execute(self.machine.streamClosed(call.stream, now: .now()))
+        self.execute(self.machine.streamClosed(call.stream, now: self.now))
     }
 
     // MARK: - Output
