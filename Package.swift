@@ -80,9 +80,19 @@ let package = Package(
         ),
 
         // MARK: RPC runtime
+        // What the client and the server share: statuses and errors.
+        .target(
+            name: "ChatRPCCore",
+            dependencies: [
+                "ChatProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "ChatRPC",
             dependencies: [
+                "ChatRPCCore",
                 "ChatProto",
                 "ChatWire",
                 "ChatTLS",
@@ -123,10 +133,9 @@ let package = Package(
             name: "ChatClient",
             dependencies: [
                 "ChatProto",
-                "ChatRPC",
+                "ChatRPCCore",
                 "ChatTLS",
                 "ChatWire",
-                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -186,6 +195,7 @@ let package = Package(
                 "ChatClient",
                 "ChatProto",
                 "ChatTLS",
+                "ChatWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

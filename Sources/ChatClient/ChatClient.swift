@@ -1,5 +1,5 @@
 public import ChatProto
-internal import ChatRPC
+internal import ChatRPCCore
 public import ChatTLS
 internal import ChatWire
 public import NIOCore

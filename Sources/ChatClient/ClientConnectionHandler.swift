@@ -1,8 +1,7 @@
 internal import ChatProto
-internal import ChatRPC
+internal import ChatRPCCore
 internal import ChatTLS
 internal import ChatWire
-internal import DequeModule
 internal import NIOCore
 internal import Synchronization
 
@@ -17,9 +16,9 @@ final class ConnectionUsability: Sendable {
     }
 }
 
-/// The client side of one chat/1 connection, above TLS and the frame decoder. Opens a stream per call, sends the
-/// request within the flow-control windows, delivers response messages to the call's stream, and returns credit
-/// only as the caller consumes messages, so a slow reader holds back only its own stream.
+/// The client side of one chat/1 connection, above TLS and the frame decoder: carries out what
+/// `ClientConnectionStateMachine` decides (streams, windows, credit, GOAWAY), delivers response messages to each
+/// call's stream and ends the calls, and keeps the calls' deadline timers.
 final class ClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
     typealias OutboundOut = ByteBuffer
@@ -35,60 +34,14 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         connectionWindow: 16 << 20
     )
 
-    private final class Stream {
-        let id: StreamID
-        let token: UInt64
-        var deframer = MessageDeframer(maxMessageSize: ClientConnectionHandler.settings.maxMessageSize)
-        let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
-        var sendWindow: Int
-        var pendingRequest: ByteBuffer?
-        var unreturnedCredit = 0
-        /// Credit already returned for the bytes of the partial message in the deframer.
-        var prepaid = 0
-
-        init(
-            id: StreamID,
-            token: UInt64,
-            continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation,
-            sendWindow: Int
-        ) {
-            self.id = id
-            self.token = token
-            self.continuation = continuation
-            self.sendWindow = sendWindow
-        }
-    }
-
-    /// A call waiting for a stream slot (the server's MAX_CONCURRENT_STREAMS).
-    private struct QueuedCall {
-        let token: UInt64
-        let header: CallHeader
-        let request: ByteBuffer
-        let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
-    }
-
-    private var queued = Deque<QueuedCall>()
-    private var tokens: [UInt64: StreamID] = [:]
+    private var machine = ClientConnectionStateMachine(local: ClientConnectionHandler.settings)
+    private var continuations: [UInt64: AsyncThrowingStream<ByteBuffer, any Error>.Continuation] = [:]
     private var deadlines: [UInt64: Scheduled<Void>] = [:]
     private var context: ChannelHandlerContext?
-    private var peer = ChatSettings.defaults
-    private var streams: [StreamID: Stream] = [:]
-    private var nextStreamID: StreamID = 1
-    private var connectionSendWindow = ChatSettings.defaults.connectionWindow
-    private var connectionUnreturned = 0
-    private var goAwayLastStream: StreamID?
-    private var closed = false
     private var lastError: (any Error)?
     private let ready: EventLoopPromise<Void>
     /// Read by callers on any thread, so that checking a connection before a call needs no hop to its event loop.
     private let usable: ConnectionUsability
-
-    /// True once the connection will take no new calls.
-    private(set) var isGoingAway = false {
-        didSet {
-            if self.isGoingAway { self.usable.markUnusable() }
-        }
-    }
 
     init(ready: EventLoopPromise<Void>, usable: ConnectionUsability) {
         self.ready = ready
@@ -120,72 +73,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
-        case .settings(let entries):
-            do {
-                self.peer = try ChatSettings.received(entries)
-            } catch {
-                self.fail(error)
-                return
-            }
-            self.connectionSendWindow = self.peer.connectionWindow
-            self.write(.settingsAck)
-        case .settingsAck:
-            break
-        case .data(let id, let payload, _):
-            self.dataReceived(id, payload)
-        case .trailers(let id, let payload):
-            guard let stream = self.streams[id] else { return }
-            let status =
-                (try? payload.withUnsafeReadableBytes { try CallStatus(serializedBytes: $0) })
-                ?? CallStatus(code: .internal, message: "the server sent an unreadable status")
-            if status.code == .ok {
-                stream.continuation.finish()
-            } else {
-                stream.continuation.finish(throwing: RPCError(status: status))
-            }
-            self.streamEnded(stream)
-        case .cancel(let id, let code):
-            guard let stream = self.streams[id] else { return }
-            let error: RPCError
-            switch code {
-            case .refusedStream:
-                error = RPCError(.unavailable, "the server refused the call; it was not processed", notProcessed: true)
-            case .cancel:
-                // The server gave up on a stream whose responses were not read for two stall limits.
-                error = RPCError(.resourceExhausted, "the server ended the call: its responses were not read in time")
-            default:
-                error = RPCError(.internal, "the server reset the call (\(code))")
-            }
-            stream.continuation.finish(throwing: error)
-            self.streamEnded(stream)
-        case .windowUpdate(let id, let increment):
-            if id == 0 {
-                self.connectionSendWindow += Int(increment)
-                for stream in self.streams.values { self.pumpRequest(stream) }
-            } else if let stream = self.streams[id] {
-                stream.sendWindow += Int(increment)
-                self.pumpRequest(stream)
-            }
-        case .ping(let payload, let ack):
-            if !ack { self.write(.ping(payload: payload, ack: true)) }
-        case .goAway(let lastStream, _, _):
-            self.isGoingAway = true
-            self.goAwayLastStream = lastStream
-            for (id, stream) in self.streams where id > lastStream {
-                stream.continuation.finish(
-                    throwing: RPCError(
-                        .unavailable,
-                        "the server is going away; the call was not processed",
-                        notProcessed: true
-                    )
-                )
-                self.streamEnded(stream)
-            }
-            self.streamEnded(nil)
-        case .headers, .unknown:
-            break
-        }
+        self.execute(self.machine.frameReceived(self.unwrapInboundIn(data)), flush: false)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -194,12 +82,14 @@ final class ClientConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.lastError = error
-        self.fail(error)
+        if let error = error as? WireError {
+            self.execute(self.machine.connectionError(error))
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.closed = true
-        self.isGoingAway = true
         self.usable.markUnusable()
         self.ready.fail(
             RPCError(
@@ -207,66 +97,10 @@ final class ClientConnectionHandler: ChannelInboundHandler {
                 "the connection closed before it was ready: \(self.lastError.map { "\($0)" } ?? "closed")"
             )
         )
-        let streams = self.streams
-        self.streams = [:]
-        for stream in streams.values {
-            stream.continuation.finish(throwing: RPCError(.unavailable, "the connection closed before the call ended"))
-        }
-        for call in self.queued {
-            call.continuation.finish(
-                throwing: RPCError(.unavailable, "the connection closed; not processed", notProcessed: true)
-            )
-        }
-        self.queued.removeAll()
+        self.execute(self.machine.connectionClosed())
         for timer in self.deadlines.values { timer.cancel() }
         self.deadlines.removeAll()
         context.fireChannelInactive()
-    }
-
-    private func fail(_ error: any Error) {
-        guard let context = self.context else { return }
-        if let error = error as? WireError {
-            self.write(.goAway(lastStream: 0, code: error.code, debug: error.message))
-        }
-        context.flush()
-        context.close(promise: nil)
-    }
-
-    private func dataReceived(_ id: StreamID, _ payload: ByteBuffer) {
-        let length = payload.readableBytes
-        self.connectionUnreturned += length
-        if self.connectionUnreturned >= Self.settings.connectionWindow / 2 {
-            self.write(.windowUpdate(stream: 0, increment: UInt32(self.connectionUnreturned)))
-            self.connectionUnreturned = 0
-        }
-        guard let stream = self.streams[id] else { return }
-        stream.deframer.append(payload)
-        do {
-            while let message = try stream.deframer.nextMessage() {
-                // Part of this message may have been credited while it was incomplete; the consumer returns the
-                // rest when it reads the message (see `consumed`).
-                let size = message.readableBytes + WireConstants.envelopePrefixSize
-                let prepaid = min(stream.prepaid, size)
-                stream.prepaid -= prepaid
-                stream.unreturnedCredit -= prepaid
-                stream.continuation.yield(message)
-            }
-        } catch {
-            self.cancelCall(stream.token, error: RPCError(.resourceExhausted, error.message))
-            return
-        }
-        // A message larger than the window could never complete if its bytes waited for the consumer: credit such a
-        // partial message as it arrives (it is bounded by MAX_MESSAGE_SIZE). A message that fits in the window is
-        // not prepaid: its bytes are credited when the consumer reads it, so a consumer that stops reading stops
-        // the sender after one window.
-        let partial = stream.deframer.bufferedBytes
-        if let size = stream.deframer.pendingEnvelopeSize, size > Self.settings.initialWindowSize,
-            partial > stream.prepaid
-        {
-            let credit = partial - stream.prepaid
-            stream.prepaid = partial
-            self.write(.windowUpdate(stream: id, increment: UInt32(credit)))
-        }
     }
 
     // MARK: - Calls
@@ -279,140 +113,88 @@ final class ClientConnectionHandler: ChannelInboundHandler {
         continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation,
         timeout: TimeAmount?
     ) {
-        guard !self.isGoingAway, !self.closed, self.nextStreamID <= WireConstants.maxStreamID else {
-            continuation.finish(
-                throwing: RPCError(.unavailable, "the connection is closing; not processed", notProcessed: true)
-            )
+        var headerBytes = ByteBuffer()
+        do {
+            let packed = try header.packed()
+            headerBytes.writeWithUnsafeMutableBytes(minimumWritableBytes: packed.size) { packed.write(to: $0) }
+        } catch {
+            continuation.finish(throwing: RPCError(.invalidArgument, "call header: \(error)"))
             return
         }
+        self.continuations[token] = continuation
         if let timeout, let context = self.context {
             self.deadlines[token] = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
                 self.cancelCall(token, error: RPCError(.deadlineExceeded, "the deadline passed"))
             }
         }
-        let call = QueuedCall(token: token, header: header, request: request, continuation: continuation)
-        if self.streams.count >= self.peer.maxConcurrentStreams {
-            self.queued.append(call)
-        } else {
-            self.open(call)
-        }
-    }
-
-    private func open(_ call: QueuedCall) {
-        let id = self.nextStreamID
-        self.nextStreamID += 2
-        if self.nextStreamID > WireConstants.maxStreamID { self.isGoingAway = true }
-        var headerBytes = ByteBuffer()
-        do {
-            let packed = try call.header.packed()
-            headerBytes.writeWithUnsafeMutableBytes(minimumWritableBytes: packed.size) { packed.write(to: $0) }
-        } catch {
-            self.deadlines.removeValue(forKey: call.token)?.cancel()
-            call.continuation.finish(throwing: RPCError(.invalidArgument, "call header: \(error)"))
-            return
-        }
-        let stream = Stream(
-            id: id,
-            token: call.token,
-            continuation: call.continuation,
-            sendWindow: self.peer.initialWindowSize
-        )
-        self.streams[id] = stream
-        self.tokens[call.token] = id
-        self.write(.headers(stream: id, payload: headerBytes))
-        stream.pendingRequest = call.request
-        self.pumpRequest(stream)
-    }
-
-    /// A stream ended: forget it, and start a queued call in its slot.
-    private func streamEnded(_ stream: Stream?) {
-        if let stream {
-            self.streams.removeValue(forKey: stream.id)
-            self.tokens.removeValue(forKey: stream.token)
-            self.deadlines.removeValue(forKey: stream.token)?.cancel()
-        }
-        while self.streams.count < self.peer.maxConcurrentStreams, !self.isGoingAway, let next = self.queued.popFirst()
-        {
-            self.open(next)
-        }
-        if self.isGoingAway {
-            for call in self.queued {
-                self.deadlines.removeValue(forKey: call.token)?.cancel()
-                call.continuation.finish(
-                    throwing: RPCError(.unavailable, "the connection is closing; not processed", notProcessed: true)
-                )
-            }
-            self.queued.removeAll()
-        }
-        self.closeIfIdle()
+        self.execute(self.machine.startCall(token, header: headerBytes, request: request))
     }
 
     /// Ends a call from the client side, queued or open: CANCEL to the server, `error` to the caller.
     func cancelCall(_ token: UInt64, error: RPCError) {
-        if let index = self.queued.firstIndex(where: { $0.token == token }) {
-            let call = self.queued.remove(at: index)
-            self.deadlines.removeValue(forKey: token)?.cancel()
-            call.continuation.finish(throwing: error)
-            return
-        }
-        guard let id = self.tokens[token], let stream = self.streams[id] else { return }
-        self.write(.cancel(stream: id, code: .cancel))
-        self.context?.flush()
-        stream.continuation.finish(throwing: error)
-        self.streamEnded(stream)
-    }
-
-    private func pumpRequest(_ stream: Stream) {
-        guard var request = stream.pendingRequest else { return }
-        while true {
-            let capacity = min(stream.sendWindow, self.connectionSendWindow, self.peer.maxFrameSize)
-            let length = min(capacity, request.readableBytes)
-            let last = length == request.readableBytes
-            guard length > 0 || last else { break }
-            let slice = request.readSlice(length: length)!
-            stream.sendWindow -= length
-            self.connectionSendWindow -= length
-            self.write(.data(stream: stream.id, payload: slice, endStream: last))
-            if last {
-                stream.pendingRequest = nil
-                self.context?.flush()
-                return
-            }
-        }
-        stream.pendingRequest = request
-        self.context?.flush()
+        guard let continuation = self.continuations.removeValue(forKey: token) else { return }
+        self.deadlines.removeValue(forKey: token)?.cancel()
+        continuation.finish(throwing: error)
+        self.execute(self.machine.cancelCall(token))
     }
 
     /// The caller consumed `bytes` of a call's messages: return the credit in batches.
     func consumed(_ token: UInt64, bytes: Int) {
-        guard let id = self.tokens[token], let stream = self.streams[id] else { return }
-        stream.unreturnedCredit += bytes
-        if stream.unreturnedCredit >= Self.settings.initialWindowSize / 4 {
-            self.write(.windowUpdate(stream: id, increment: UInt32(stream.unreturnedCredit)))
-            stream.unreturnedCredit = 0
-            self.context?.flush()
-        }
+        self.execute(self.machine.consumed(token, bytes: bytes))
     }
 
     /// Closes the connection: calls still open are cancelled (CANCEL to the server, CANCELLED to their callers).
     func closeNow() {
-        self.isGoingAway = true
-        for token in Array(self.tokens.keys) + self.queued.map(\.token) {
-            self.cancelCall(token, error: RPCError(.cancelled, "the client closed the connection"))
+        self.execute(self.machine.closeRequested())
+    }
+
+    // MARK: - Carrying out the machine's decisions
+
+    private func execute(_ output: ClientConnectionStateMachine.Output, flush: Bool = true) {
+        if self.machine.isGoingAway { self.usable.markUnusable() }
+        if let context = self.context, !output.frames.isEmpty {
+            for frame in output.frames {
+                var buffer = context.channel.allocator.buffer(capacity: 64)
+                buffer.writeFrame(frame)
+                context.write(self.wrapOutboundOut(buffer), promise: nil)
+            }
+            if flush || output.close { context.flush() }
         }
-        self.closeIfIdle()
+        for (token, message) in output.messages {
+            self.continuations[token]?.yield(message)
+        }
+        for (token, ending) in output.ended {
+            self.deadlines.removeValue(forKey: token)?.cancel()
+            guard let continuation = self.continuations.removeValue(forKey: token) else { continue }
+            switch Self.error(for: ending) {
+            case nil: continuation.finish()
+            case let error?: continuation.finish(throwing: error)
+            }
+        }
+        if output.close { self.context?.close(promise: nil) }
     }
 
-    private func closeIfIdle() {
-        guard self.isGoingAway, self.streams.isEmpty, !self.closed, let context = self.context else { return }
-        self.closed = true
-        context.close(promise: nil)
-    }
-
-    private func write(_ frame: Frame) {
-        guard let context = self.context else { return }
-        var buffer = context.channel.allocator.buffer(capacity: 64)
-        buffer.writeFrame(frame)
-        context.write(self.wrapOutboundOut(buffer), promise: nil)
+    /// The caller's error for a call's ending (nil for OK).
+    private static func error(for ending: ClientConnectionStateMachine.Ending) -> RPCError? {
+        switch ending {
+        case .status(let payload):
+            let status =
+                (try? payload.withUnsafeReadableBytes { try CallStatus(serializedBytes: $0) })
+                ?? CallStatus(code: .internal, message: "the server sent an unreadable status")
+            return status.code == .ok ? nil : RPCError(status: status)
+        case .reset(.cancel):
+            // The server gave up on a stream whose responses were not read for two stall limits.
+            return RPCError(.resourceExhausted, "the server ended the call: its responses were not read in time")
+        case .reset(let code):
+            return RPCError(.internal, "the server reset the call (\(code))")
+        case .notProcessed(let reason):
+            return RPCError(.unavailable, reason, notProcessed: true)
+        case .interrupted(let reason):
+            return RPCError(.unavailable, reason)
+        case .tooLarge(let reason):
+            return RPCError(.resourceExhausted, reason)
+        case .closedByClient:
+            return RPCError(.cancelled, "the client closed the connection")
+        }
     }
 }

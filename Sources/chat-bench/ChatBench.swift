@@ -19,9 +19,8 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("address"), help: "The server, host:port.") var address: String = "127.0.0.1:7443"
     @Option(name: .customLong("ca"), help: "PEM CA of the server's certificate.") var ca: String
     @Option(name: .customLong("thread-id"), help: "stream: the thread the streams replay.") var threadID: String?
-    @Option(name: .customLong("scenario"), help: "unary-health, send, list, live, idle or stream") var scenario:
-        String =
-            "unary-health"
+    @Option(name: .customLong("scenario"), help: "unary-health, send, list, live, idle, stream or hostile")
+    var scenario: String = "unary-health"
     @Option(name: .customLong("streams"), help: "idle: WatchThread streams to open and hold.") var streams: Int = 50_000
     @Option(name: .customLong("server-pid"), help: "idle: the chatd process whose memory is sampled.")
     var serverPID: Int32?
@@ -50,7 +49,7 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("json"), help: "Append the result as a JSON line to this file.") var json: String?
 
     func validate() throws {
-        guard ["unary-health", "send", "list", "live", "idle", "stream"].contains(self.scenario) else {
+        guard ["unary-health", "send", "list", "live", "idle", "stream", "hostile"].contains(self.scenario) else {
             throw ValidationError("unknown --scenario \(self.scenario)")
         }
         if self.scenario != "unary-health" {
@@ -110,6 +109,10 @@ struct ChatBench: AsyncParsableCommand {
         }
         if self.scenario == "idle" {
             try await self.runIdle()
+            return
+        }
+        if self.scenario == "hostile" {
+            try await self.runHostile()
             return
         }
         if self.scenario == "stream" {
