@@ -23,16 +23,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = Frame
     typealias OutboundOut = ByteBuffer
 
-    /// The receive window the client advertises per stream; bounds what a stream buffers.
-    static let settings = ChatSettings(
-        maxConcurrentStreams: 0,
-        initialWindowSize: 256 * 1024,
-        maxFrameSize: 16_384,
-        maxMessageSize: 4 * 1024 * 1024,
-        maxHeaderSize: 8 * 1024,
-        keepaliveMinIntervalMilliseconds: 10_000,
-        connectionWindow: 16 << 20
-    )
+    /// What the client advertises (ChatSettings.client).
+    static let settings = ChatSettings.client
 
     private var machine = ClientConnectionStateMachine(local: ClientConnectionHandler.settings)
     private var continuations: [UInt64: AsyncThrowingStream<ByteBuffer, any Error>.Continuation] = [:]

@@ -40,12 +40,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         var inboundBytes = 0
         var task: Task<Void, Never>?
         var waiter: Waiter?
-        var handlerRunning = false
-        /// Our side is over: TRAILERS are queued, or CANCEL went out.
-        var finished = false
-        /// Nothing more will be written for the stream: TRAILERS or CANCEL went out, or the peer cancelled it.
-        var outputDone = false
-        var cancelledByDrain = false
+        /// Where the call is in its life (handler, output, drain): a value.
+        var state = ServerCallState()
         var deadlineTimer: Scheduled<Void>?
         /// Runs when TRAILERS could not be sent within the stall limit after the call ended.
         var trailersTimer: Scheduled<Void>?
@@ -220,7 +216,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         let calls = self.calls
         self.calls = [:]
         for call in calls.values {
-            call.finished = true
+            call.state.outputDone()
             call.task?.cancel()
             call.deadlineTimer?.cancel()
             call.trailersTimer?.cancel()
@@ -254,8 +250,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             for frame in send { self.write(frame) }
             self.scheduleFlush()
             if let call = self.calls[stream] {
-                call.finished = true
-                call.outputDone = true
+                call.state.outputDone()
                 self.stats.outboundChanged(by: -self.scheduler.remove(stream))
                 call.task?.cancel()
                 call.deadlineTimer?.cancel()
@@ -325,7 +320,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func streamData(_ stream: StreamID, _ payload: ByteBuffer, endStream: Bool) {
-        guard let call = self.calls[stream], !call.finished else { return }
+        guard let call = self.calls[stream], !call.state.isFinished else { return }
         let length = payload.readableBytes
         call.deframer.append(payload)
         do {
@@ -406,7 +401,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         let sink = StreamSink(handler: loopBound, eventLoop: eventLoop, stream: call.stream)
         let executor = self.executor
         let stream = call.stream
-        call.handlerRunning = true
+        call.state.handlerStarted()
         let report: @Sendable (CallStatus) -> Void = { status in
             eventLoop.execute {
                 loopBound.value.handlerFinished(stream, status: status)
@@ -421,13 +416,13 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private func handlerFinished(_ stream: StreamID, status: CallStatus) {
         guard let call = self.calls[stream] else { return }
-        call.handlerRunning = false
+        call.state.handlerReturned()
         call.deadlineTimer?.cancel()
         var status = status
-        if call.cancelledByDrain && status.code != .ok && status.code != .unavailable {
+        if call.state.cancelledByDrain && status.code != .ok && status.code != .unavailable {
             status = RPCError(.unavailable, "the server is shutting down: resume on another connection").callStatus
         }
-        if call.finished {
+        if call.state.isFinished {
             self.closeIfDone(call)
         } else {
             self.finish(call, status: status)
@@ -435,7 +430,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func deadlineExceeded(_ call: Call) {
-        guard !call.finished else { return }
+        guard !call.state.isFinished else { return }
         self.discardOutput(call)
         self.machine.streamEndedLocally(call.stream)
         self.finish(call, status: RPCError(.deadlineExceeded, "the deadline passed").callStatus)
@@ -445,8 +440,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     /// Queues TRAILERS after the stream's pending data; the stream closes when both sides are done. TRAILERS that
     /// cannot go out within the stall limit (the peer reads nothing) give way to CANCEL, which frees the stream.
     private func finish(_ call: Call, status: CallStatus) {
-        guard !call.finished else { return }
-        call.finished = true
+        guard call.state.finish() else { return }
         let payload = status.trailersPayload(maxBytes: self.machine.peer.maxHeaderSize)
         self.scheduler.finish(call.stream, trailers: payload)
         self.failWaiter(call, CancellationError())
@@ -459,11 +453,11 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func trailersStalled(_ call: Call) {
-        guard self.calls[call.stream] === call, !call.outputDone else { return }
+        guard self.calls[call.stream] === call, call.state.output != .done else { return }
         self.stats.writeStalled()
         self.stats.outboundChanged(by: -self.scheduler.remove(call.stream))
         self.machine.streamEndedLocally(call.stream)
-        call.outputDone = true
+        call.state.outputDone()
         self.write(.cancel(stream: call.stream, code: .cancel))
         self.scheduleFlush()
         self.closeIfDone(call)
@@ -471,7 +465,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     /// Closes the stream once our side is over and its handler has returned.
     private func closeIfDone(_ call: Call) {
-        guard call.finished, call.outputDone, !call.handlerRunning else { return }
+        guard call.state.canClose else { return }
         guard self.calls[call.stream] === call else { return }
         self.calls.removeValue(forKey: call.stream)
         call.trailersTimer?.cancel()
@@ -491,7 +485,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         stallLimit: Duration?,
         eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
-        guard self.context != nil, let call = self.calls[stream], !call.finished else {
+        guard self.context != nil, let call = self.calls[stream], !call.state.isFinished else {
             return eventLoop.makeFailedFuture(CancellationError())
         }
         guard call.waiter == nil else {
@@ -502,7 +496,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.queue(call, envelopes)
             pending = nil
             self.pump()
-            if self.scheduler.hasRoom(stream) || call.finished { return eventLoop.makeSucceededVoidFuture() }
+            if self.scheduler.hasRoom(stream) || call.state.isFinished { return eventLoop.makeSucceededVoidFuture() }
         }
         let promise = eventLoop.makePromise(of: Void.self)
         let limit = stallLimit ?? self.configuration.stallLimit
@@ -537,7 +531,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.stats.outboundChanged(by: -pull.dataBytes)
             for stream in pull.completed {
                 guard let call = self.calls[stream] else { continue }
-                call.outputDone = true
+                call.state.outputDone()
                 call.trailersTimer?.cancel()
                 self.closeIfDone(call)
             }
@@ -626,8 +620,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.execute(self.machine.drainRequested())
         guard !self.machine.isClosed, let loop = self.context?.eventLoop.assumeIsolated() else { return }
         if shuttingDown {
-            for call in self.calls.values where call.method?.info.kind == .serverStreaming && !call.finished {
-                call.cancelledByDrain = true
+            for call in self.calls.values where call.method?.info.kind == .serverStreaming && !call.state.isFinished {
+                call.state.drainCancelled()
                 call.task?.cancel()
             }
         }
@@ -636,14 +630,14 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             loop.scheduleTask(in: grace) {
                 // Handlers still running are cancelled; a streaming one answers with its resume position. Whatever
                 // has not ended a second later is ended here.
-                for call in self.calls.values where !call.finished {
-                    call.cancelledByDrain = true
+                for call in self.calls.values where !call.state.isFinished {
+                    call.state.drainCancelled()
                     call.task?.cancel()
                 }
                 self.drainTimers.append(
                     loop.scheduleTask(in: .seconds(1)) {
                         guard let context = self.context else { return }
-                        for call in self.calls.values where !call.finished {
+                        for call in self.calls.values where !call.state.isFinished {
                             self.finish(call, status: RPCError(.unavailable, "the server is shutting down").callStatus)
                         }
                         context.flush()

@@ -37,6 +37,18 @@ public struct ChatSettings: Hashable, Sendable {
         connectionWindow: 16 << 20
     )
 
+    /// What the Swift client advertises: a 256 KiB window per stream bounds what one stream buffers, 16 MiB for the
+    /// connection; it accepts no streams from the server.
+    public static let client = ChatSettings(
+        maxConcurrentStreams: 0,
+        initialWindowSize: 256 * 1024,
+        maxFrameSize: 16_384,
+        maxMessageSize: 4 * 1024 * 1024,
+        maxHeaderSize: 8 * 1024,
+        keepaliveMinIntervalMilliseconds: 10_000,
+        connectionWindow: 16 << 20
+    )
+
     /// Creates settings.
     public init(
         maxConcurrentStreams: Int,

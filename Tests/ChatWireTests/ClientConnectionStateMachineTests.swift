@@ -4,15 +4,7 @@ import Testing
 
 private typealias Client = ClientConnectionStateMachine
 
-private let local = ChatSettings(
-    maxConcurrentStreams: 0,
-    initialWindowSize: 256 * 1024,
-    maxFrameSize: 16_384,
-    maxMessageSize: 4 * 1024 * 1024,
-    maxHeaderSize: 8 * 1024,
-    keepaliveMinIntervalMilliseconds: 10_000,
-    connectionWindow: 16 << 20
-)
+private let local = ChatSettings.client
 
 private func client(_ server: [Setting] = []) -> Client {
     var machine = Client(local: local)
