@@ -282,6 +282,7 @@ let package = Package(
                 "ChatRPC",
                 "ChatServices",
                 "ChatTLS",
+                "ChatWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
