@@ -1,6 +1,6 @@
-public import ChatProto
+internal import ChatProto
 internal import Logging
-public import NIOCore
+internal import NIOCore
 
 /// Runs calls: the interceptor chain, composed once per server, then the method's handler; and maps whatever a
 /// handler throws to the status the caller sees. Transport-free: the connection handler gives it a request and a

@@ -48,20 +48,29 @@ public final class ChatServer: Service, Sendable {
         /// writable and no DATA is queued to it until it is back under `low`.
         public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
 
+        /// chatd's defaults: `init` applies them, and the command line shows them as its flags' defaults.
+        public enum Defaults {
+            public static let drainGrace = TimeAmount.seconds(30)
+            public static let maxAgeGrace = TimeAmount.seconds(60)
+            public static let stallLimit = Duration.seconds(30)
+            public static let maxConnections = 10_000
+            public static let maxHandshakingConnections = 256
+        }
+
         /// Creates a configuration with chatd's defaults.
         public init(host: String, port: Int, tls: TLSContext) {
             self.host = host
             self.port = port
             self.tls = tls
             self.connection = .init()
-            self.drainGrace = .seconds(30)
-            self.maxAgeGrace = .seconds(60)
+            self.drainGrace = Defaults.drainGrace
+            self.maxAgeGrace = Defaults.maxAgeGrace
             self.maxAgeJitter = 0.1
             self.prefaceTimeout = .seconds(10)
             self.budget = OutboundBudget()
-            self.stallLimit = .seconds(30)
-            self.maxConnections = 10_000
-            self.maxHandshakingConnections = 256
+            self.stallLimit = Defaults.stallLimit
+            self.maxConnections = Defaults.maxConnections
+            self.maxHandshakingConnections = Defaults.maxHandshakingConnections
             self.writeBufferWaterMark = .init(low: 64 * 1024, high: 256 * 1024)
         }
 

@@ -7,30 +7,36 @@ extension CallStatus {
     /// cannot be encoded at all (a NUL byte in a string) becomes INTERNAL, never an empty payload (which decodes as
     /// OK).
     public func trailersPayload(maxBytes: Int) -> ByteBuffer {
-        let fallback = CallStatus(code: .internal, message: "the server could not encode the call's status")
-        switch Self.encode(self, maxBytes: maxBytes) {
-        case .encoded(let payload): return payload
-        case .unencodable: return Self.encode(fallback, maxBytes: .max).payload!
-        case .tooLarge: break
-        }
-        var bare = CallStatus(code: self.code, message: self.message, notProcessed: self.notProcessed)
-        // Shorten the message (on a character boundary) until it fits.
-        var limit = min(bare.message.utf8.count, maxBytes)
+        var status = self
         while true {
-            if let payload = Self.encode(bare, maxBytes: maxBytes).payload { return payload }
-            guard limit > 0 else { break }
-            limit /= 2
-            bare.message = String(bare.message.utf8Prefix(limit))
+            switch Self.encode(status, maxBytes: maxBytes) {
+            case .encoded(let payload):
+                return payload
+            case .unencodable:
+                return Self.encode(.unencodableFallback, maxBytes: .max).payload!
+            case .tooLarge(let size):
+                if !status.details.isEmpty || !status.trailingMetadata.isEmpty {
+                    status = CallStatus(code: status.code, message: status.message, notProcessed: status.notProcessed)
+                } else if !status.message.isEmpty {
+                    // Cut the message by what is over (on a character boundary); its length prefix only shrinks.
+                    let keep = max(0, status.message.utf8.count - (size - maxBytes))
+                    status.message = String(status.message.utf8Prefix(keep))
+                } else {
+                    // A code and a flag fit in any MAX_HEADER_SIZE a peer may advertise (at least 1,024 bytes).
+                    return Self.encode(status, maxBytes: .max).payload!
+                }
+            }
         }
-        return Self.encode(fallback, maxBytes: maxBytes).payload ?? Self.encode(
-            CallStatus(code: .internal),
-            maxBytes: .max
-        ).payload!
     }
+
+    private static let unencodableFallback = CallStatus(
+        code: .internal,
+        message: "the server could not encode the call's status"
+    )
 
     private enum Encoding {
         case encoded(ByteBuffer)
-        case tooLarge
+        case tooLarge(size: Int)
         case unencodable
 
         var payload: ByteBuffer? {
@@ -41,7 +47,7 @@ extension CallStatus {
 
     private static func encode(_ status: CallStatus, maxBytes: Int) -> Encoding {
         guard let packed = try? status.packed() else { return .unencodable }
-        guard packed.size <= maxBytes else { return .tooLarge }
+        guard packed.size <= maxBytes else { return .tooLarge(size: packed.size) }
         var payload = ByteBuffer()
         payload.writeWithUnsafeMutableBytes(minimumWritableBytes: packed.size) { packed.write(to: $0) }
         return .encoded(payload)

@@ -22,6 +22,9 @@ public struct ServerConnectionStateMachine {
         /// them (gRFC A9's MAX_CONNECTION_AGE); nil for never. The handler adds jitter.
         public var maxAge: TimeAmount?
 
+        /// The idle timeout chatd applies unless told otherwise.
+        public static let defaultIdleTimeout = TimeAmount.minutes(15)
+
         /// Creates a configuration.
         public init(
             local: ChatSettings = .server,
@@ -29,7 +32,7 @@ public struct ServerConnectionStateMachine {
             cancelsPerSecondAllowed: Int = 1_000,
             keepaliveInterval: TimeAmount = .seconds(60),
             keepaliveTimeout: TimeAmount = .seconds(20),
-            idleTimeout: TimeAmount? = .minutes(15),
+            idleTimeout: TimeAmount? = Configuration.defaultIdleTimeout,
             maxAge: TimeAmount? = nil
         ) {
             self.local = local

@@ -83,19 +83,19 @@ struct Serve: AsyncParsableCommand {
     var threads: Int = System.coreCount
 
     @Option(name: .customLong("max-connections"), help: "Connections open at once; more are closed as accepted.")
-    var maxConnections: Int = 10_000
+    var maxConnections: Int = ChatServer.Configuration.Defaults.maxConnections
 
     @Option(
         name: .customLong("max-handshaking-connections"),
         help: "Connections in the TLS handshake at once; more are closed as accepted."
     )
-    var maxHandshaking: Int = 256
+    var maxHandshaking: Int = ChatServer.Configuration.Defaults.maxHandshakingConnections
 
     @Option(
         name: .customLong("idle-timeout"),
         help: "Seconds without a call before a connection gets GOAWAY (0: never)."
     )
-    var idleTimeout: Double = 900
+    var idleTimeout: Double = seconds(ServerConnectionStateMachine.Configuration.defaultIdleTimeout)
 
     @Option(
         name: .customLong("max-connection-age"),
@@ -107,10 +107,10 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("max-connection-age-grace"),
         help: "Seconds calls in flight may run after the maximum age; streams then end UNAVAILABLE with resume info."
     )
-    var maxConnectionAgeGrace: Double = 60
+    var maxConnectionAgeGrace: Double = seconds(ChatServer.Configuration.Defaults.maxAgeGrace)
 
     @Option(name: .customLong("drain-grace"), help: "Seconds calls in flight may run after SIGTERM.")
-    var drainGrace: Double = 30
+    var drainGrace: Double = seconds(ChatServer.Configuration.Defaults.drainGrace)
 
     @Option(
         name: .customLong("stream-buffer-bytes"),
@@ -140,7 +140,7 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("stall-limit"),
         help: "Seconds any write waits for a client that does not read before the call ends RESOURCE_EXHAUSTED."
     )
-    var stallLimit: Double = 30
+    var stallLimit: Double = Double(ChatServer.Configuration.Defaults.stallLimit.components.seconds)
 
     /// The server's limits from the flags.
     func serverConfiguration(host: String, port: Int, tls: TLSContext) throws -> ChatServer.Configuration {
@@ -278,6 +278,11 @@ struct Serve: AsyncParsableCommand {
         try await services.run()
         try await group.shutdownGracefully()
     }
+}
+
+/// A default duration as the seconds a flag takes.
+private func seconds(_ amount: TimeAmount) -> Double {
+    Double(amount.nanoseconds) / 1e9
 }
 
 /// The version chatd reports in the method listing.
