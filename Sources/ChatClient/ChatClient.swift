@@ -264,7 +264,9 @@ public final class ChatClient: Sendable {
                 }
                 guard let response else { throw RPCError(.internal, "the server sent no response to a unary call") }
                 return response
-            } catch let error as RPCError where error.notProcessed && attempt == 0 {
+            } catch let error as RPCError where error.notProcessed && error.code == .unavailable && attempt == 0 {
+                // The connection went away before the server took the call: once more on a fresh one. A refusal
+                // (rate limit, credentials, a bad header) is not_processed too, but the same call would fail again.
                 attempt += 1
                 continue
             }

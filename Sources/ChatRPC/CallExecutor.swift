@@ -1,6 +1,7 @@
 internal import ChatProto
 internal import Logging
 internal import NIOCore
+internal import Synchronization
 
 /// Runs calls: the interceptor chain, composed once per server, then the method's handler; and maps whatever a
 /// handler throws to the status the caller sees. Transport-free: the connection handler gives it a request and a
@@ -23,7 +24,9 @@ struct CallExecutor: Sendable {
         self.chain = chain
     }
 
-    /// Runs the call to its end and returns its status (never throws).
+    /// Runs the call to its end and returns its status (never throws). When an interceptor refused the call (rate
+    /// limit, authentication, authorization, ...) the handler never ran, and the status says so: `not_processed`,
+    /// whatever the interceptor threw.
     func run(
         _ method: MethodHandler,
         request: ByteBuffer,
@@ -31,11 +34,17 @@ struct CallExecutor: Sendable {
         sink: any ResponseSink
     ) async -> CallStatus {
         let run = method.run
+        let started = HandlerStarted()
         do {
-            try await self.chain(context) { context in try await run(request, context, sink) }
+            try await self.chain(context) { context in
+                started.mark()
+                try await run(request, context, sink)
+            }
             return CallStatus(code: .ok)
         } catch {
-            return Self.status(for: error, callID: context.callID, logger: context.logger)
+            var status = Self.status(for: error, callID: context.callID, logger: context.logger)
+            if !started.value { status.notProcessed = true }
+            return status
         }
     }
 
@@ -56,4 +65,13 @@ struct CallExecutor: Sendable {
         logger.error("handler failed", metadata: ["error": "\(String(reflecting: error))"])
         return RPCError(.internal, "internal error (call \(callID))").callStatus
     }
+}
+
+/// Whether a call's handler began: set once, read after the chain returned.
+private final class HandlerStarted: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    func mark() { self.flag.store(true, ordering: .releasing) }
+
+    var value: Bool { self.flag.load(ordering: .acquiring) }
 }

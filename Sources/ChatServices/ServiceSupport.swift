@@ -27,13 +27,24 @@ extension TenantContext {
 
 extension StorageError: ChatStatusConvertible {
     /// What a caller sees: not found and out of scope are the same NOT_FOUND; lost connections are retryable
-    /// UNAVAILABLE; anything else is INTERNAL without the database's text.
+    /// UNAVAILABLE; anything else is INTERNAL. The database's own text never reaches a caller: an error that came
+    /// from the server (it has a SQLSTATE) gets a message of ours, and `detail` is shown only when the repository
+    /// wrote it (then it names the resource or the rule).
     public var rpcError: RPCError {
+        let ours = self.sqlState == nil
         switch self.code {
-        case .notFound: return RPCError(.notFound, "\(self.detail) not found")
-        case .conflict: return RPCError(.alreadyExists, self.detail)
-        case .permissionDenied: return RPCError(.permissionDenied, "not allowed: \(self.detail)")
-        case .failedPrecondition: return RPCError(.failedPrecondition, self.detail)
+        case .notFound: return RPCError(.notFound, ours ? "\(self.detail) not found" : "not found")
+        case .conflict:
+            return RPCError(.alreadyExists, ours ? self.detail : "conflicts with an existing record")
+        case .permissionDenied:
+            return RPCError(
+                .permissionDenied,
+                ours
+                    ? "not allowed: \(self.detail)"
+                    : "not allowed: the database refused a row outside the caller's tenant or learner scope"
+            )
+        case .failedPrecondition:
+            return RPCError(.failedPrecondition, ours ? self.detail : "the record is not in a state that allows this")
         default:
             if self.isRetryable {
                 return RPCError(

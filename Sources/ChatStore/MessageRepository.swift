@@ -105,7 +105,7 @@ public struct MessageRepository: Sendable {
                 continue
             } catch let error as StorageError where error.sqlState == "23505" {
                 // The original exists but is no longer visible to its author (the scope changed): still a key reuse.
-                throw StorageError(code: .conflict, sqlState: error.sqlState, detail: "idempotency key already used")
+                throw StorageError(code: .conflict, detail: "idempotency key already used")
             } catch {
                 throw mapRLS(error)
             }

@@ -49,9 +49,11 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
 
     /// The kind of failure.
     public let code: Code
-    /// The five-character SQLSTATE, when the server sent one (e.g. `42501` for a row-level security violation).
+    /// The five-character SQLSTATE, when the server sent one (e.g. `42501` for a row-level security violation). Set
+    /// exactly when `detail` is the server's text: a caller is then shown a message of ours, never `detail`.
     public let sqlState: String?
-    /// The server's or libpq's message. Logged at debug only; never sent to callers.
+    /// The server's or libpq's message, or (without a SQLSTATE) the repository's own words naming the resource or
+    /// the rule. The server's text is logged only; never sent to callers.
     public let detail: String
 
     /// Creates an error.

@@ -113,7 +113,7 @@ struct AuthorizationMatrixTests {
                 await #expect {
                     try await method.call(client, options)
                 } throws: { error in
-                    (error as? RPCError)?.code == .unauthenticated
+                    (error as? RPCError)?.code == .unauthenticated && (error as? RPCError)?.notProcessed == true
                 }
             }
         }

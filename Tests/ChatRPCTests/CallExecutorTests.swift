@@ -88,6 +88,29 @@ struct CallExecutorTests {
         #expect(log.all == ["a"] && !ran.withLock { $0 })
     }
 
+    @Test("not_processed: set on any refusal before the handler, whatever the interceptor threw; never after it began")
+    func notProcessed() async {
+        struct Plain: ServerInterceptor {
+            func intercept(_ context: CallContext, next: @Sendable (CallContext) async throws -> Void) async throws {
+                throw RPCError(.resourceExhausted, "over budget")
+            }
+        }
+        let refused = await CallExecutor(interceptors: [Plain()]).run(
+            method { _ in },
+            request: ByteBuffer(),
+            context: context(),
+            sink: NoSink()
+        )
+        #expect(refused.code == .resourceExhausted && refused.notProcessed)
+        let failed = await CallExecutor(interceptors: []).run(
+            method { _ in throw RPCError(.notFound, "no such thread") },
+            request: ByteBuffer(),
+            context: context(),
+            sink: NoSink()
+        )
+        #expect(failed.code == .notFound && !failed.notProcessed)
+    }
+
     @Test("errors: status errors keep their code, a stall is RESOURCE_EXHAUSTED, others INTERNAL without their text")
     func mapping() async {
         struct Secret: Error { let text = "password=hunter2" }

@@ -105,6 +105,7 @@ struct RateLimitTests {
             }
         }
         #expect(limited?.code == .resourceExhausted)
+        #expect(limited?.notProcessed == true)
         let retryAfter = limited?.details.compactMap {
             if case .retryInfo(let info)? = $0.detail { info.retryAfterMs } else { nil }
         }.first
