@@ -320,7 +320,7 @@ public final class LiveHub: Service, Sendable {
             do {
                 try await self.pool.withConnection { connection in
                     for payload in payloads {
-                        _ = try connection.query("SELECT pg_notify($1, $2)", [channel, payload])
+                        _ = try connection.query("SELECT pg_notify(\(channel), \(payload))")
                     }
                 }
             } catch {

@@ -45,6 +45,22 @@ extension StorageError: ChatStatusConvertible {
             )
         case .failedPrecondition:
             return RPCError(.failedPrecondition, ours ? self.detail : "the record is not in a state that allows this")
+        case .overloaded:
+            return RPCError(
+                .resourceExhausted,
+                "chatd is shedding load: too many calls are waiting for the database; retry after the delay",
+                details: [StatusDetail(detail: .retryInfo(RetryInfo(retryAfterMs: 250)))],
+                notProcessed: self.hadNoEffect
+            )
+        case .admissionTimeout:
+            return RPCError(
+                .unavailable,
+                "no database connection became free in time; retry",
+                details: [StatusDetail(detail: .retryInfo(RetryInfo(retryAfterMs: 100)))],
+                notProcessed: self.hadNoEffect
+            )
+        case .timedOut:
+            return RPCError(.deadlineExceeded, "a database statement ran past the call's deadline and was cancelled")
         default:
             if self.isRetryable {
                 return RPCError(

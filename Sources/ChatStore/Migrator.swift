@@ -50,8 +50,8 @@ public struct Migrator: Sendable {
     /// - Returns: what was applied and what was there already.
     /// - Throws: `StorageError` when a migration fails (it is rolled back) or an applied one was edited.
     public func migrate(_ connection: PGConnection, logger: Logger) throws(StorageError) -> Report {
-        try connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
-        defer { _ = try? connection.query("SELECT pg_advisory_unlock(\(Self.lockKey))") }
+        try connection.query("SELECT pg_advisory_lock(\(unsafeRaw: Self.lockKey))")
+        defer { _ = try? connection.query("SELECT pg_advisory_unlock(\(unsafeRaw: Self.lockKey))") }
         try connection.execute(
             script: """
                 CREATE SCHEMA IF NOT EXISTS chat_meta;
@@ -84,8 +84,10 @@ public struct Migrator: Sendable {
             do {
                 try connection.execute(script: "BEGIN;\n\(migration.sql)")
                 try connection.query(
-                    "INSERT INTO chat_meta.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    [String(migration.version), migration.name, migration.checksum]
+                    """
+                    INSERT INTO chat_meta.schema_migrations (version, name, checksum)
+                    VALUES (\(migration.version), \(migration.name), \(migration.checksum))
+                    """
                 )
                 try connection.execute(script: "COMMIT")
             } catch {

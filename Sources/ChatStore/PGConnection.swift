@@ -9,6 +9,14 @@ public final class PGConnection {
     private let conninfo: String
     /// Prepared statements of this session, by SQL text.
     private var prepared: [String: String] = [:]
+    /// For cancelling the running statement from another thread (`PQcancel` is thread-safe).
+    private var cancelHandle: OpaquePointer?
+    /// True when this side closed the connection because its protocol state was unknown (a pipeline broken mid-way):
+    /// the server is fine, only this connection is gone.
+    public private(set) var wasDiscarded = false
+    /// The statement timeout (milliseconds) that transactions on this connection install for the call running now,
+    /// set by the pool before each job from the call's deadline; nil for none.
+    public internal(set) var statementTimeoutMilliseconds: Int?
 
     /// Opens a connection.
     ///
@@ -24,7 +32,14 @@ public final class PGConnection {
     }
 
     private func connect() throws(StorageError) {
-        guard let handle = PQconnectdb(self.conninfo) else {
+        let parameters = try connectionParameters(self.conninfo)
+        // Both arrays end in NULL, as PQconnectdbParams requires.
+        let handle = withCStrings(parameters.map(\.0) + [nil]) { keywords in
+            withCStrings(parameters.map(\.1) + [nil]) { values in
+                PQconnectdbParams(keywords, values, 0)
+            }
+        }
+        guard let handle else {
             throw StorageError(code: .connectionFailed, detail: "out of memory")
         }
         guard PQstatus(handle) == CONNECTION_OK else {
@@ -35,16 +50,38 @@ public final class PGConnection {
         // Notices (e.g. "already exists, skipping") are not errors; libpq would print them to stderr.
         PQsetNoticeProcessor(handle, { _, _ in }, nil)
         self.handle = handle
+        self.cancelHandle = PQgetCancel(handle)
         self.prepared = [:]
+        self.wasDiscarded = false
     }
 
     /// Closes the connection; further calls fail with `.connectionFailed` until `reconnect()`.
     public func close() {
+        if let cancel = self.cancelHandle {
+            PQfreeCancel(cancel)
+            self.cancelHandle = nil
+        }
         if let handle = self.handle {
             PQfinish(handle)
             self.handle = nil
         }
         self.prepared = [:]
+    }
+
+    /// Closes a connection whose protocol state is unknown, so that it is never used again. A connection the server
+    /// dropped counts as lost (the pool then reopens every connection), not as discarded.
+    func discard() {
+        let lost = self.handle.map { PQstatus($0) != CONNECTION_OK } ?? true
+        self.close()
+        self.wasDiscarded = !lost
+    }
+
+    /// Asks the server to cancel the statement running on this connection, if any. Blocks while it connects to send
+    /// the request; call it from a thread that may block, not the one running the statement.
+    func cancelRunningStatement() {
+        guard let cancel = self.cancelHandle else { return }
+        var buffer = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(cancel, &buffer, Int32(buffer.count))
     }
 
     /// Closes the connection and opens a new one (after the server restarted, say).
@@ -67,29 +104,21 @@ public final class PGConnection {
 
     // MARK: - One statement
 
-    /// Runs one statement with bound parameters (never spliced into the SQL) and returns its result.
+    /// Runs one statement and returns its result. Values interpolated into `sql` are bound parameters, never SQL
+    /// text; this is the only way to run a statement with values.
     ///
-    /// - Parameters:
-    ///   - sql: one statement, with `$1`, `$2`, ... placeholders.
-    ///   - parameters: the values, sent as text; nil is SQL NULL.
     /// - Throws: `StorageError` with the SQLSTATE when the server rejects the statement.
     @discardableResult
-    public func query(_ sql: String, _ parameters: [String?] = []) throws(StorageError) -> PGResult {
+    public func query(_ sql: SQL) throws(StorageError) -> PGResult {
         let handle = try self.liveHandle()
-        let result = withCStrings(parameters) { values in
-            PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        let result = withCStrings(sql.binds) { values in
+            PQexecParams(handle, sql.text, Int32(sql.binds.count), nil, values, nil, nil, 0)
         }
         return try self.check(result)
     }
 
-    /// Runs one statement built with `SQL` interpolation.
-    @discardableResult
-    public func query(_ sql: SQL) throws(StorageError) -> PGResult {
-        try self.query(sql.text, sql.binds)
-    }
-
     /// Runs a script of several statements without parameters (migrations), in the simple query protocol.
-    public func execute(script: String) throws(StorageError) {
+    func execute(script: String) throws(StorageError) {
         let handle = try self.liveHandle()
         _ = try self.check(PQexec(handle, script))
     }
@@ -111,7 +140,12 @@ public final class PGConnection {
         guard PQenterPipelineMode(handle) == 1 else {
             throw self.connectionError(handle, "cannot enter pipeline mode")
         }
-        defer { PQexitPipelineMode(handle) }
+        // Every result up to the Sync read, or the connection is discarded: a pipeline that broke part-way (a send
+        // failed, the server closed early) leaves results unread, and the next user would read them as its own.
+        var complete = false
+        defer {
+            if !complete || PQexitPipelineMode(handle) != 1 { self.discard() }
+        }
 
         enum Item {
             case prepare(sql: String, name: String)
@@ -171,10 +205,11 @@ public final class PGConnection {
         }
         let syncStatus = PQresultStatus(sync)
         PQclear(sync)
-        if let firstError { throw firstError }
         guard syncStatus == PGRES_PIPELINE_SYNC else {
             throw self.connectionError(handle, "the pipeline did not end in a sync")
         }
+        complete = true
+        if let firstError { throw firstError }
         return results
     }
 
@@ -243,6 +278,40 @@ public final class PGConnection {
 /// SQLSTATEs that mean the session is gone: administrator shutdown, crash shutdown, cannot connect now, and the
 /// connection failures of class 08 (but not 08P01, a protocol violation on a live connection).
 private let connectionLostStates: Set<String> = ["57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"]
+
+/// The connection parameters: the caller's (a key=value string or a URI), plus chatd's defaults for what it does not
+/// set: a connect timeout, TCP keepalives and a TCP user timeout, so that a dead server or network is noticed in
+/// seconds, not at the kernel's default of about two hours. (Both are ignored on Unix-domain sockets.)
+func connectionParameters(_ conninfo: String) throws(StorageError) -> [(String, String?)] {
+    var error: UnsafeMutablePointer<CChar>?
+    guard let options = PQconninfoParse(conninfo, &error) else {
+        let message = error.map { String(cString: $0) } ?? "out of memory"
+        if let error { PQfreemem(error) }
+        throw StorageError(code: .connectionFailed, detail: "bad connection string: \(message)")
+    }
+    defer { PQconninfoFree(options) }
+    var parameters: [(String, String?)] = []
+    var option = options
+    while let keyword = option.pointee.keyword {
+        if let value = option.pointee.val {
+            parameters.append((String(cString: keyword), String(cString: value)))
+        }
+        option += 1
+    }
+    for (keyword, value) in PGConnection.defaultParameters where !parameters.contains(where: { $0.0 == keyword }) {
+        parameters.append((keyword, value))
+    }
+    return parameters
+}
+
+extension PGConnection {
+    /// What chatd sets when the connection string does not: a 5 s connect timeout; keepalives after 30 s idle,
+    /// every 10 s, 3 unanswered = dead; unacknowledged data for 30 s = dead.
+    public static let defaultParameters: [(String, String)] = [
+        ("connect_timeout", "5"), ("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10"),
+        ("keepalives_count", "3"), ("tcp_user_timeout", "30000"),
+    ]
+}
 
 /// Passes an array of optional strings to C as `const char *const *`, valid for the duration of `body`.
 private func withCStrings<R>(_ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {

@@ -67,7 +67,8 @@ public final class PGListener: @unchecked Sendable {
             do {
                 connection = try PGConnection(conninfo: self.conninfo)
                 for channel in self.channels {
-                    try connection.query("LISTEN \(channel)")
+                    // A channel name is an identifier, checked in init: it cannot be bound.
+                    try connection.query("LISTEN \(unsafeRaw: channel)")
                 }
             } catch {
                 self.logger.debug("listen connection failed", metadata: ["error": "\(error)"])

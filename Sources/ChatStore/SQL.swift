@@ -9,8 +9,9 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
     /// The bound values, as text; nil is SQL NULL.
     public private(set) var binds: [String?]
 
-    /// Creates a statement from text and binds that already match its placeholders.
-    public init(text: String, binds: [String?]) {
+    /// Creates a statement from text and binds that already match its placeholders. Internal: outside this module
+    /// statements are built only by interpolation, which binds every value.
+    init(text: String, binds: [String?]) {
         self.text = text
         self.binds = binds
     }

@@ -12,6 +12,9 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
             case conflict
             case permissionDenied
             case failedPrecondition
+            case overloaded
+            case admissionTimeout
+            case timedOut
         }
 
         private let base: Base
@@ -33,8 +36,18 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
         /// The row is not in a state that allows the change (a deleted message cannot be edited).
         public static let failedPrecondition = Code(base: .failedPrecondition)
 
+        /// The pool's queue is full: chatd sheds load.
+        public static let overloaded = Code(base: .overloaded)
+        /// No connection became free before the call's deadline (or the pool's queue timeout).
+        public static let admissionTimeout = Code(base: .admissionTimeout)
+        /// A statement ran past the call's deadline or chatd's statement limit and was cancelled (SQLSTATE 57014).
+        public static let timedOut = Code(base: .timedOut)
+
         public var description: String {
             switch self.base {
+            case .overloaded: "overloaded"
+            case .admissionTimeout: "no connection in time"
+            case .timedOut: "statement timed out"
             case .connectionFailed: "connection failed"
             case .queryFailed: "query failed"
             case .unexpectedResult: "unexpected result"
@@ -56,9 +69,13 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
     /// the rule. The server's text is logged only; never sent to callers.
     public let detail: String
 
+    /// True when the call this error ends had no effect on the database: none of its work had started (the pool
+    /// refused or expired it in the queue). The caller's status then says `not_processed`.
+    public var hadNoEffect = false
+
     /// Creates an error.
     public init(code: Code, sqlState: String? = nil, detail: String) {
-        self.code = code
+        self.code = sqlState == "57014" ? .timedOut : code
         self.sqlState = sqlState
         self.detail = detail
     }
@@ -66,7 +83,8 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
     /// True when the same call may succeed if tried again: the connection was lost (the server restarted), or the
     /// server aborted the transaction for a serialization failure or a deadlock.
     public var isRetryable: Bool {
-        self.code == .connectionFailed || self.sqlState == "40001" || self.sqlState == "40P01"
+        self.code == .connectionFailed || self.code == .admissionTimeout || self.sqlState == "40001"
+            || self.sqlState == "40P01"
     }
 
     public var description: String {

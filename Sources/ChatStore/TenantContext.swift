@@ -36,11 +36,13 @@ public struct TenantContext: Sendable, Hashable {
         self.learnerScope = learnerScope
     }
 
-    /// The statement that installs the context for the current transaction only (`set_config(..., true)`).
-    var setConfigStatement: SQL {
+    /// The statement that installs the context for the current transaction only (`set_config(..., true)`), with
+    /// the call's statement timeout when there is one: it travels in the same pipeline as the statements it bounds.
+    func setConfigStatement(statementTimeoutMilliseconds timeout: Int?) -> SQL {
         """
         SELECT set_config('app.tenant_id', \(self.tenantID), true), set_config('app.user_id', \(self.userID), true), \
-        set_config('app.role', \(self.role.rawValue), true), set_config('app.learner_scope', \(self.learnerScope), true)
+        set_config('app.role', \(self.role.rawValue), true), set_config('app.learner_scope', \(self.learnerScope), true), \
+        set_config('statement_timeout', coalesce(\(timeout)::text, current_setting('statement_timeout')), true)
         """
     }
 }

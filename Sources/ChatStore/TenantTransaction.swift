@@ -22,7 +22,10 @@ public final class TenantTransaction {
             return try self.connection.pipeline([statement])[0]
         }
         self.begun = true
-        return try self.connection.pipeline(["BEGIN", self.context.setConfigStatement, statement])[2]
+        let setup = self.context.setConfigStatement(
+            statementTimeoutMilliseconds: self.connection.statementTimeoutMilliseconds
+        )
+        return try self.connection.pipeline(["BEGIN", setup, statement])[2]
     }
 
     func commit() throws(StorageError) {
@@ -90,7 +93,10 @@ extension PGPool {
         decode: @escaping @Sendable ([PGResult]) throws -> Value
     ) async throws -> Value {
         try await self.withConnection { connection in
-            let results = try connection.pipeline([context.setConfigStatement] + statements)
+            let setup = context.setConfigStatement(
+                statementTimeoutMilliseconds: connection.statementTimeoutMilliseconds
+            )
+            let results = try connection.pipeline([setup] + statements)
             return try decode(Array(results.dropFirst()))
         }
     }

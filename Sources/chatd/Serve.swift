@@ -142,6 +142,38 @@ struct Serve: AsyncParsableCommand {
     )
     var stallLimit: Double = Double(ChatServer.Configuration.Defaults.stallLimit.components.seconds)
 
+    @Option(
+        name: .customLong("db-max-queued"),
+        help: "Calls that may wait for a database connection (default: 32 per connection); more fail at once."
+    )
+    var dbMaxQueued: Int?
+
+    @Option(
+        name: .customLong("db-queue-timeout"),
+        help: "Seconds a call without an earlier deadline waits for a database connection before UNAVAILABLE."
+    )
+    var dbQueueTimeout: Double = 5
+
+    @Option(
+        name: .customLong("statement-timeout"),
+        help: "Seconds a database statement of a call without an earlier deadline may run before it is cancelled."
+    )
+    var statementTimeout: Double = 30
+
+    /// The pool's bounds from the flags.
+    func poolConfiguration(size: Int) throws -> PGPool.Configuration {
+        guard size > 0 else { throw ValidationError("--pool-size must be at least 1") }
+        guard self.dbMaxQueued.map({ $0 >= 0 }) ?? true, self.dbQueueTimeout > 0, self.statementTimeout > 0 else {
+            throw ValidationError("--db-max-queued must not be negative; the database timeouts must be positive")
+        }
+        return PGPool.Configuration(
+            size: size,
+            maxQueued: self.dbMaxQueued,
+            queueTimeout: .milliseconds(Int64(self.dbQueueTimeout * 1000)),
+            statementTimeout: .milliseconds(Int64(self.statementTimeout * 1000))
+        )
+    }
+
     /// The server's limits from the flags.
     func serverConfiguration(host: String, port: Int, tls: TLSContext) throws -> ChatServer.Configuration {
         guard self.maxConnections > 0, self.maxHandshaking > 0, self.streamBufferBytes > 0,
@@ -175,7 +207,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let logger = try self.options.bootstrapLogging()
         let databaseURL = try self.options.resolvedDatabaseURL()
-        guard self.options.poolSize > 0 else { throw ValidationError("--pool-size must be at least 1") }
+        let poolConfiguration = try self.poolConfiguration(size: self.options.poolSize)
         guard let colon = self.listen.lastIndex(of: ":"),
             let port = Int(self.listen[self.listen.index(after: colon)...])
         else {
@@ -200,7 +232,7 @@ struct Serve: AsyncParsableCommand {
             audience: self.audience,
             leewaySeconds: self.leeway
         )
-        let pool = PGPool(conninfo: databaseURL, size: self.options.poolSize, logger: logger)
+        let pool = PGPool(conninfo: databaseURL, configuration: poolConfiguration, logger: logger)
         defer { pool.shutdown() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
 
@@ -248,6 +280,7 @@ struct Serve: AsyncParsableCommand {
                         )
                     )
                 ),
+                DatabaseBudgetInterceptor(),
             ],
             group: group,
             logger: logger

@@ -395,7 +395,8 @@ struct LivePropertyTests {
             """
         try await offPool {
             _ = try slow.value.query("BEGIN")
-            _ = try slow.value.query(Fixture.admin(Fixture.tenantA).setConfigStatement)
+            let setup = Fixture.admin(Fixture.tenantA).setConfigStatement(statementTimeoutMilliseconds: nil)
+            _ = try slow.value.query(setup)
             _ = try slow.value.query(insert)
         }
         _ = try await send(admin, thread.id, "committed first")

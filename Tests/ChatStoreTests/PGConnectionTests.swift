@@ -10,7 +10,7 @@ struct PGConnectionTests {
         defer { connection.close() }
         #expect(connection.serverVersion >= 150_000)
 
-        let result = try connection.query(
+        let result = try connection.queryText(
             "SELECT $1::int8 + 1 AS n, $2::text AS t, $3::text IS NULL AS null_param, true AS yes",
             ["41", "Grüße; DROP TABLE x", nil]
         )

@@ -15,7 +15,7 @@ func superuserQuery(_ database: MigratedDatabase, _ sql: String) async throws ->
     try await offPool {
         let connection = try PGConnection(conninfo: database.superuser)
         defer { connection.close() }
-        let result = try connection.query(sql)
+        let result = try connection.queryText(sql)
         return try (0..<result.rowCount).map { row in
             try (0..<result.columnCount).map { try result.string(row: row, column: $0) }
         }

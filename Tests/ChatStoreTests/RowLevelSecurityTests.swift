@@ -107,7 +107,7 @@ func seedEveryTable(_ database: MigratedDatabase) throws -> [String: String] {
         (Fixture.tenantB, Fixture.learnerB1),
     ] {
         for (_, insert) in tenantTables {
-            try superuser.query(insert, [tenant, learner, threads[learner]!])
+            try superuser.queryText(insert, [tenant, learner, threads[learner]!])
         }
     }
     return threads
@@ -222,10 +222,10 @@ struct RowLevelSecurityTests {
         let threads = try seedEveryTable(database)
         let app = try PGConnection(conninfo: database.app)
         for (table, insert) in tenantTables {
-            let count = try app.query("SELECT count(*) FROM chat.\(table)")
+            let count = try app.query("SELECT count(*) FROM chat.\(unsafeRaw: table)")
             #expect(try count.int64(row: 0, column: 0) == 0, "\(table)")
             #expect(throws: StorageError.self, "\(table)") {
-                try app.query(insert, [Fixture.tenantA, Fixture.learnerA1, threads[Fixture.learnerA1]!])
+                try app.queryText(insert, [Fixture.tenantA, Fixture.learnerA1, threads[Fixture.learnerA1]!])
             }
         }
     }

@@ -66,7 +66,8 @@ final class ServiceHarness: Sendable {
             configuration: .init(host: "127.0.0.1", port: 0, tls: tls),
             router: router,
             interceptors: [AuthInterceptor(verifier: verifier)]
-                + (rateLimit.map { [RateLimitInterceptor(limiter: RateLimiter(configuration: $0))] } ?? []),
+                + (rateLimit.map { [RateLimitInterceptor(limiter: RateLimiter(configuration: $0))] } ?? [])
+                + [DatabaseBudgetInterceptor()],
             group: self.group,
             logger: Logger(label: "service-harness")
         )

@@ -42,7 +42,7 @@ enum TestDatabase {
     static func makeMigratedBlocking() throws -> MigratedDatabase {
         let name = "chat_t_\(UInt32.random(in: 0...UInt32.max))_\(UInt32.random(in: 0...UInt32.max))"
         let admin = try PGConnection(conninfo: try Self.conninfo)
-        try admin.query("CREATE DATABASE \(name) OWNER chat_owner")
+        try admin.query("CREATE DATABASE \(unsafeRaw: name) OWNER chat_owner")
         admin.close()
         let owner = try PGConnection(conninfo: try Self.conninfo(database: name, user: "chat_owner"))
         defer { owner.close() }
@@ -102,5 +102,13 @@ enum Fixture {
 
     static func guardian(_ tenant: String, of learners: [String]) -> TenantContext {
         TenantContext(tenantID: tenant, userID: "guardian-1", role: .guardian, learnerScope: learners)
+    }
+}
+
+extension PGConnection {
+    /// Runs a statement given as text with its binds (tests build some statements from tables of text).
+    @discardableResult
+    func queryText(_ text: String, _ binds: [String?] = []) throws(StorageError) -> PGResult {
+        try self.query(SQL(text: text, binds: binds))
     }
 }
