@@ -1,11 +1,11 @@
-internal import ChatAuth
 public import ChatStore
 
 /// The resume token of an export record: which export (its audit record), which learner, how many records came
-/// before, and the position. Opaque to callers; every field is checked again against the database on resume.
+/// before, and the position. Callers get it sealed (`SealedTokens`, bound to the caller and the learner), so every
+/// field is the server's own; the export and learner are checked again against the database on resume.
 ///
-/// Text form: base64url of `x1|<audit id>|<learner id>|<records>|<kind>|<fields...>`; the user id of a read cursor,
-/// which may contain `|`, is the last field.
+/// Text form (the sealed payload): `x1|<audit id>|<learner id>|<records>|<kind>|<fields...>`; the user id of a read
+/// cursor, which may contain `|`, is the last field.
 public struct ExportToken: Sendable, Hashable {
     public var auditID: String
     public var learnerID: String
@@ -32,14 +32,13 @@ public struct ExportToken: Sendable, Hashable {
         case .audits(let after): fields += ["A", after.map { String($0.startedAtMicros) } ?? "", after?.id ?? ""]
         case .done: fields += ["D"]
         }
-        return Base64URL.encode(Array(fields.joined(separator: "|").utf8))
+        return fields.joined(separator: "|")
     }
 
     /// Parses the text form; nil when it is not one of ours.
     public init?(text: String) {
-        guard text.utf8.count <= 2048, let bytes = Base64URL.decode(Array(text.utf8)),
-            let plain = String(validating: bytes, as: UTF8.self)
-        else { return nil }
+        guard text.utf8.count <= 2048 else { return nil }
+        let plain = text
         let head = plain.split(separator: "|", maxSplits: 5, omittingEmptySubsequences: false).map(String.init)
         guard head.count >= 5, head[0] == "x1", Self.isUUID(head[1]), Self.isUUID(head[2]),
             let records = Int64(head[3]), records >= 0

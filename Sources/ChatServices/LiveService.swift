@@ -42,9 +42,12 @@ public struct LiveService: Sendable {
     let hub: LiveHub
     let repository: LiveRepository
     let configuration: Configuration
+    /// Seals the resume cursors of WatchInbox and SubscribeEvents.
+    let tokens: SealedTokens
 
     /// Creates the service.
-    public init(pool: PGPool, hub: LiveHub, configuration: Configuration = Configuration()) {
+    public init(pool: PGPool, hub: LiveHub, tokens: SealedTokens, configuration: Configuration = Configuration()) {
+        self.tokens = tokens
         self.hub = hub
         self.repository = LiveRepository(pool: pool)
         self.configuration = configuration
@@ -201,18 +204,16 @@ public struct LiveService: Sendable {
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .feed(learners: learners))
         defer { self.hub.unsubscribe(subscription) }
         var cursor = OutboxCursor.origin
+        let seal = { (cursor: OutboxCursor) in self.tokens.seal([cursor.token], .watchInbox, for: principal) }
         do {
             if request.cursor.isEmpty {
                 cursor = try await stream.read { try await self.repository.currentCursor(tenant) }
             } else {
-                guard let parsed = OutboxCursor(token: request.cursor) else {
-                    throw RPCError.invalidArgument(field: "cursor", "not a cursor from an earlier WatchInbox event")
-                }
-                cursor = parsed
+                cursor = try self.openCursor(request.cursor, .watchInbox, for: principal)
             }
             try await stream.send(
                 WatchInboxResponse(
-                    event: WatchEvent(cursor: cursor.token, event: .head(StreamHead(cursor: cursor.token)))
+                    event: WatchEvent(cursor: seal(cursor), event: .head(StreamHead(cursor: seal(cursor))))
                 )
             )
             try await self.followOutbox(
@@ -224,22 +225,37 @@ public struct LiveService: Sendable {
                 subscription: subscription,
                 stream: &stream
             ) { records in
-                try await self.inboxEvents(tenant, records).map { (WatchInboxResponse(event: $0.0), $0.1) }
+                try await self.inboxEvents(tenant, records, seal: seal).map { (WatchInboxResponse(event: $0.0), $0.1) }
             } heartbeat: { cursor in
-                WatchInboxResponse(event: LiveEvents.heartbeat(cursor: cursor.token))
+                WatchInboxResponse(event: LiveEvents.heartbeat(cursor: seal(cursor)))
             }
         } catch {
-            throw stream.ended(by: error, resume: ResumeInfo(cursor: cursor.token), "cursor \(cursor.token)")
+            throw stream.ended(by: error, resume: ResumeInfo(cursor: seal(cursor)), "cursor \(cursor.token)")
         }
     }
 
-    private func inboxEvents(_ tenant: TenantContext, _ records: [OutboxRecord]) async throws
-        -> [(WatchEvent, OutboxCursor)]
-    {
+    /// A cursor this server sealed for the caller, opened.
+    private func openCursor(
+        _ text: String,
+        _ purpose: SealedTokens.Purpose,
+        for principal: Principal
+    ) throws -> OutboxCursor {
+        let fields = try self.tokens.open(text, purpose, for: principal, count: 1, field: "cursor")
+        guard let cursor = OutboxCursor(token: fields[0]) else {
+            throw RPCError.invalidArgument(field: "cursor", "not a cursor of this kind")
+        }
+        return cursor
+    }
+
+    private func inboxEvents(
+        _ tenant: TenantContext,
+        _ records: [OutboxRecord],
+        seal: (OutboxCursor) -> String
+    ) async throws -> [(WatchEvent, OutboxCursor)] {
         let threadIDs = Set(records.filter { (1...3).contains($0.type) }.compactMap(\.threadID))
         let threads = threadIDs.isEmpty ? [:] : try await self.repository.threads(tenant, ids: Array(threadIDs))
         return records.compactMap { record in
-            LiveEvents.inboxEvent(record, threads: threads).map { ($0, record.cursor) }
+            LiveEvents.inboxEvent(record, threads: threads, cursor: seal(record.cursor)).map { ($0, record.cursor) }
         }
     }
 
@@ -262,11 +278,9 @@ public struct LiveService: Sendable {
         if types.isEmpty { types = Array(1...13) }
         var cursor = OutboxCursor.origin
         if !request.cursor.isEmpty {
-            guard let parsed = OutboxCursor(token: request.cursor) else {
-                throw RPCError.invalidArgument(field: "cursor", "not a cursor from an earlier event")
-            }
-            cursor = parsed
+            cursor = try self.openCursor(request.cursor, .subscribeEvents, for: principal)
         }
+        let seal = { (cursor: OutboxCursor) in self.tokens.seal([cursor.token], .subscribeEvents, for: principal) }
         let tenant = TenantContext(principal)
         var stream = LiveStream(writer: writer, principal: principal, configuration: self.configuration)
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .feed(learners: nil))
@@ -282,13 +296,17 @@ public struct LiveService: Sendable {
                 stream: &stream
             ) { records in
                 records.map {
-                    (SubscribeEventsResponse(event: OutboxEvent($0, tenantID: principal.tenantID)), $0.cursor)
+                    (
+                        SubscribeEventsResponse(
+                            event: OutboxEvent($0, tenantID: principal.tenantID, cursor: seal($0.cursor))
+                        ), $0.cursor
+                    )
                 }
             } heartbeat: { _ in
                 nil
             }
         } catch {
-            throw stream.ended(by: error, resume: ResumeInfo(cursor: cursor.token), "cursor \(cursor.token)")
+            throw stream.ended(by: error, resume: ResumeInfo(cursor: seal(cursor)), "cursor \(cursor.token)")
         }
     }
 
@@ -508,8 +526,7 @@ enum LiveEvents {
     }
 
     /// An inbox event from an outbox row; nil when there is nothing to show (the message was erased since).
-    static func inboxEvent(_ record: OutboxRecord, threads: [String: ThreadRecord]) -> WatchEvent? {
-        let cursor = record.cursor.token
+    static func inboxEvent(_ record: OutboxRecord, threads: [String: ThreadRecord], cursor: String) -> WatchEvent? {
         let seq = UInt64(max(0, record.eventSeq ?? 0))
         switch record.type {
         case 1, 2:
@@ -544,7 +561,7 @@ enum LiveEvents {
 }
 
 extension OutboxEvent {
-    init(_ record: OutboxRecord, tenantID: String) {
+    init(_ record: OutboxRecord, tenantID: String, cursor: String) {
         self.init(
             id: UInt64(max(0, record.id)),
             tenantId: tenantID,
@@ -555,7 +572,7 @@ extension OutboxEvent {
             occurredAtUs: record.occurredAtMicros,
             payloadJson: record.erased ? "" : (record.payloadJSON ?? ""),
             erased: record.erased,
-            cursor: record.cursor.token
+            cursor: cursor
         )
     }
 }

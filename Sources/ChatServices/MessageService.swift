@@ -7,11 +7,14 @@ public import ChatStore
 public struct MessageService: Sendable {
     let messages: MessageRepository
     let live: LiveHub?
+    let tokens: SealedTokens
 
-    /// Creates the service over a pool; `live` is told of every committed change, for live streams.
-    public init(pool: PGPool, live: LiveHub? = nil) {
+    /// Creates the service over a pool; `live` is told of every committed change, for live streams; `tokens` seals
+    /// the page tokens.
+    public init(pool: PGPool, live: LiveHub? = nil, tokens: SealedTokens) {
         self.messages = MessageRepository(pool: pool)
         self.live = live
+        self.tokens = tokens
     }
 
     /// Tells the live hub that a message changed (after its transaction committed).
@@ -62,11 +65,18 @@ public struct MessageService: Sendable {
                 case nil: .latest
                 }
             if !page.pageToken.isEmpty {
-                let fields = try PageToken.decode(page.pageToken, count: 3)
-                guard fields[0] == thread, let seq = Int64(fields[2]) else {
-                    throw RPCError.invalidArgument(field: "page.page_token", "belongs to another thread")
+                let fields = try self.tokens.open(
+                    page.pageToken,
+                    .listMessages,
+                    for: principal,
+                    query: thread,
+                    count: 2,
+                    field: "page.page_token"
+                )
+                guard let seq = Int64(fields[1]), seq >= 0, fields[0] == "a" || fields[0] == "b" else {
+                    throw RPCError.invalidArgument(field: "page.page_token", "not a token of this kind")
                 }
-                bound = fields[1] == "a" ? .after(seq) : .before(seq)
+                bound = fields[0] == "a" ? .after(seq) : .before(seq)
             }
             let records = try await self.messages.list(
                 TenantContext(principal),
@@ -78,7 +88,12 @@ public struct MessageService: Sendable {
             if records.count == limit, let last = records.last {
                 let ascending = if case .after = bound { true } else { false }
                 if ascending || last.seq > 1 {
-                    next = PageToken.encode([thread, ascending ? "a" : "b", String(last.seq)])
+                    next = self.tokens.seal(
+                        [ascending ? "a" : "b", String(last.seq)],
+                        .listMessages,
+                        for: principal,
+                        query: thread
+                    )
                 }
             }
             return ListMessagesResponse(messages: records.map(Message.init), page: PageInfo(nextPageToken: next))

@@ -14,11 +14,20 @@ public struct PrivacyService: Sendable {
     let logger: Logger
     /// Records per export page (one transaction each).
     let exportPageSize: Int
+    let tokens: SealedTokens
 
-    /// Creates the service over a pool; `live` is told of the threads an erasure removed, so their streams end.
-    public init(pool: PGPool, live: LiveHub? = nil, logger: Logger, exportPageSize: Int = 500) {
+    /// Creates the service over a pool; `live` is told of the threads an erasure removed, so their streams end;
+    /// `tokens` seals page tokens and export resume tokens.
+    public init(
+        pool: PGPool,
+        live: LiveHub? = nil,
+        tokens: SealedTokens,
+        logger: Logger,
+        exportPageSize: Int = 500
+    ) {
         self.repository = PrivacyRepository(pool: pool)
         self.live = live
+        self.tokens = tokens
         self.logger = logger
         self.exportPageSize = exportPageSize
     }
@@ -64,12 +73,22 @@ public struct PrivacyService: Sendable {
             let limit = try Validate.pageSize(page.pageSize)
             var after: String?
             if !page.pageToken.isEmpty {
-                after = try Validate.uuid(try PageToken.decode(page.pageToken, count: 1)[0], "page.page_token")
+                let fields = try self.tokens.open(
+                    page.pageToken,
+                    .listLegalHolds,
+                    for: principal,
+                    count: 1,
+                    field: "page.page_token"
+                )
+                after = try Validate.uuid(fields[0], "page.page_token")
             }
             let holds = try await self.repository.holds(TenantContext(principal), afterLearner: after, limit: limit + 1)
             return ListLegalHoldsResponse(
                 holds: holds.prefix(limit).map(LegalHold.init),
-                page: PageInfo(nextPageToken: holds.count > limit ? PageToken.encode([holds[limit - 1].learnerID]) : "")
+                page: PageInfo(
+                    nextPageToken: holds.count > limit
+                        ? self.tokens.seal([holds[limit - 1].learnerID], .listLegalHolds, for: principal) : ""
+                )
             )
         }
         router.register(ChatMethods.PrivacyService.getRetentionPolicy) { _, context in
@@ -144,11 +163,17 @@ public struct PrivacyService: Sendable {
         if request.resumeToken.isEmpty {
             auditID = try await self.repository.beginExport(tenant, learnerID: learner, reason: reason)
         } else {
-            guard let token = ExportToken(text: request.resumeToken) else {
+            let payload = try self.tokens.openBytes(
+                request.resumeToken,
+                .export,
+                for: principal,
+                query: learner,
+                field: "resume_token"
+            )
+            guard let text = String(validating: payload, as: UTF8.self), let token = ExportToken(text: text),
+                token.learnerID == learner
+            else {
                 throw RPCError.invalidArgument(field: "resume_token", "not a resume token of an export record")
-            }
-            guard token.learnerID == learner else {
-                throw RPCError.invalidArgument(field: "resume_token", "belongs to an export of another learner")
             }
             do {
                 try await self.repository.resumeExport(tenant, learnerID: learner, auditID: token.auditID)
@@ -179,7 +204,17 @@ public struct PrivacyService: Sendable {
                     sent += 1
                     let token = ExportToken(auditID: auditID, learnerID: learner, records: sent, position: after)
                     try await writer.write(
-                        ExportLearnerDataResponse(record: ExportRecord(resumeToken: token.text, record: item.record))
+                        ExportLearnerDataResponse(
+                            record: ExportRecord(
+                                resumeToken: self.tokens.sealBytes(
+                                    Array(token.text.utf8),
+                                    .export,
+                                    for: principal,
+                                    query: learner
+                                ),
+                                record: item.record
+                            )
+                        )
                     )
                 }
                 position = page.next
@@ -278,19 +313,31 @@ public struct PrivacyService: Sendable {
         case .unrecognized(let value): throw RPCError.invalidArgument(field: "kind", "unknown kind \(value)")
         default: filter.kind = Int(request.kind.rawValue)
         }
-        guard request.fromUs >= 0, request.toUs >= 0 else {
+        guard request.fromUs >= 0 else {
             throw RPCError.invalidArgument(field: "from_us", "microseconds since the epoch, not negative")
         }
+        guard request.toUs >= 0 else {
+            throw RPCError.invalidArgument(field: "to_us", "microseconds since the epoch, not negative")
+        }
+        _ = try Validate.micros(request.fromUs, "from_us")
+        _ = try Validate.micros(request.toUs, "to_us")
         filter.fromMicros = request.fromUs == 0 ? nil : request.fromUs
         filter.toMicros = request.toUs == 0 ? nil : request.toUs
         let query = "\(filter.learnerID ?? "*")/\(filter.kind ?? 0)/\(request.fromUs)/\(request.toUs)"
         var after: ExportPosition.AuditKey?
         if !page.pageToken.isEmpty {
-            let fields = try PageToken.decode(page.pageToken, count: 3)
-            guard fields[2] == query, let micros = Int64(fields[0]) else {
-                throw RPCError.invalidArgument(field: "page.page_token", "belongs to another query")
-            }
-            after = .init(startedAtMicros: micros, id: try Validate.uuid(fields[1], "page.page_token"))
+            let fields = try self.tokens.open(
+                page.pageToken,
+                .listAuditRecords,
+                for: principal,
+                query: query,
+                count: 2,
+                field: "page.page_token"
+            )
+            after = .init(
+                startedAtMicros: try Validate.micros(fields[0], "page.page_token"),
+                id: try Validate.uuid(fields[1], "page.page_token")
+            )
         }
         let records = try await self.repository.auditRecords(
             TenantContext(principal),
@@ -302,7 +349,14 @@ public struct PrivacyService: Sendable {
         return ListAuditRecordsResponse(
             records: records.prefix(limit).map(AuditRecord.init),
             page: PageInfo(
-                nextPageToken: next.map { PageToken.encode([String($0.startedAtMicros), $0.id, query]) } ?? ""
+                nextPageToken: next.map {
+                    self.tokens.seal(
+                        [String($0.startedAtMicros), $0.id],
+                        .listAuditRecords,
+                        for: principal,
+                        query: query
+                    )
+                } ?? ""
             )
         )
     }

@@ -131,23 +131,101 @@ enum Validate {
     }
 }
 
-/// Opaque page tokens: base64url of a versioned, `|`-separated payload bound to the query they continue.
-enum PageToken {
-    static func encode(_ fields: [String]) -> String {
-        Base64URL.encode(Array((["p1"] + fields).joined(separator: "|").utf8))
+/// The page tokens and resume cursors of this server, sealed (`TokenSealer`): each is bound to the caller's tenant
+/// and user, to what it is for, and to the query it continues, so that a foreign, altered, truncated or stale-key token
+/// is INVALID_ARGUMENT saying so, never a query with forged values.
+public struct SealedTokens: Sendable {
+    /// What a token is for: part of what it is bound to.
+    enum Purpose: String, Sendable {
+        case listThreads = "threads"
+        case listMessages = "messages"
+        case listLegalHolds = "holds"
+        case listAuditRecords = "audit"
+        case watchInbox = "inbox"
+        case subscribeEvents = "events"
+        case export = "export"
     }
 
-    static func decode(_ token: String, count: Int, field: String = "page.page_token") throws -> [String] {
-        guard token.utf8.count <= 512, let bytes = Base64URL.decode(Array(token.utf8)),
-            let text = String(validating: bytes, as: UTF8.self)
-        else {
-            throw RPCError.invalidArgument(field: field, "not a page token from this server")
+    let sealer: TokenSealer
+
+    /// What a token is bound to: the tenant, the caller and the query. Export resume tokens are the exception: an
+    /// export belongs to its tenant's audit trail, and another privacy officer of the tenant (a batch job restarted
+    /// under another identity) may resume it, so they are bound to the tenant and the learner only.
+    private func binding(_ purpose: Purpose, _ principal: Principal, _ query: String) -> [String] {
+        [principal.tenantID, purpose == .export ? "" : principal.userID, query]
+    }
+
+    /// Tokens sealed with `sealer`'s keys.
+    public init(sealer: TokenSealer) {
+        self.sealer = sealer
+    }
+
+    /// Seals `fields` (none containing `|`) for `principal`'s `purpose` and `query`.
+    func seal(_ fields: [String], _ purpose: Purpose, for principal: Principal, query: String = "") -> String {
+        self.sealer.seal(
+            Array(fields.joined(separator: "|").utf8),
+            purpose: purpose.rawValue,
+            binding: self.binding(purpose, principal, query)
+        )
+    }
+
+    /// Opens a token sealed by `seal` with the same purpose, principal and query.
+    ///
+    /// - Throws: INVALID_ARGUMENT naming `field` and why (not ours, stale key, another caller or query, wrong shape).
+    func open(
+        _ token: String,
+        _ purpose: Purpose,
+        for principal: Principal,
+        query: String = "",
+        count: Int,
+        field: String
+    ) throws -> [String] {
+        let payload = try self.openBytes(token, purpose, for: principal, query: query, field: field)
+        guard let text = String(validating: payload, as: UTF8.self) else {
+            throw RPCError.invalidArgument(field: field, "not a token of this kind")
         }
         let parts = text.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == count + 1, parts[0] == "p1" else {
-            throw RPCError.invalidArgument(field: field, "not a page token from this server")
+        guard parts.count == count else { throw RPCError.invalidArgument(field: field, "not a token of this kind") }
+        return parts
+    }
+
+    /// Opens a token's payload bytes.
+    func openBytes(
+        _ token: String,
+        _ purpose: Purpose,
+        for principal: Principal,
+        query: String = "",
+        field: String
+    ) throws -> [UInt8] {
+        do {
+            return try self.sealer.open(
+                token,
+                purpose: purpose.rawValue,
+                binding: self.binding(purpose, principal, query)
+            )
+        } catch {
+            throw RPCError.invalidArgument(field: field, error.message)
         }
-        return Array(parts.dropFirst())
+    }
+
+    /// Seals raw bytes (the export token's own text form).
+    func sealBytes(_ payload: [UInt8], _ purpose: Purpose, for principal: Principal, query: String = "") -> String {
+        self.sealer.seal(payload, purpose: purpose.rawValue, binding: self.binding(purpose, principal, query))
+    }
+}
+
+extension Validate {
+    /// Microseconds since the epoch of a time PostgreSQL can hold and chatd writes: years 1 to 9999.
+    static func micros(_ text: String, _ field: String) throws -> Int64 {
+        guard let value = Int64(text) else { throw RPCError.invalidArgument(field: field, "not a token of this kind") }
+        return try Self.micros(value, field)
+    }
+
+    static func micros(_ value: Int64, _ field: String) throws -> Int64 {
+        guard (-62_135_596_800_000_000...253_402_300_799_999_999).contains(value) else {
+            throw RPCError.invalidArgument(field: field, "a time from year 1 to 9999, in microseconds since the epoch")
+        }
+        return value
     }
 }
 

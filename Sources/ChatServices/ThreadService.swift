@@ -8,11 +8,14 @@ public import ChatStore
 public struct ThreadService: Sendable {
     let threads: ThreadRepository
     let live: LiveHub?
+    let tokens: SealedTokens
 
-    /// Creates the service over a pool; `live` is told of every committed change, for live streams.
-    public init(pool: PGPool, live: LiveHub? = nil) {
+    /// Creates the service over a pool; `live` is told of every committed change, for live streams; `tokens` seals
+    /// the page tokens.
+    public init(pool: PGPool, live: LiveHub? = nil, tokens: SealedTokens) {
         self.live = live
         self.threads = ThreadRepository(pool: pool)
+        self.tokens = tokens
     }
 
     /// Registers the methods.
@@ -49,11 +52,19 @@ public struct ThreadService: Sendable {
             let filter = "\(learner ?? "*")/\(state.map(String.init) ?? "*")"
             var cursor: ThreadCursor?
             if !page.pageToken.isEmpty {
-                let fields = try PageToken.decode(page.pageToken, count: 3)
-                guard fields[2] == filter, let micros = Int64(fields[0]) else {
-                    throw RPCError.invalidArgument(field: "page.page_token", "belongs to another query")
-                }
-                cursor = ThreadCursor(activityMicros: micros, id: try Validate.uuid(fields[1], "page.page_token"))
+                let fields = try self.tokens.open(
+                    page.pageToken,
+                    .listThreads,
+                    for: principal,
+                    query: filter,
+                    count: 3,
+                    field: "page.page_token"
+                )
+                cursor = ThreadCursor(
+                    walkStartMicros: try Validate.micros(fields[0], "page.page_token"),
+                    activityMicros: try Validate.micros(fields[1], "page.page_token"),
+                    id: try Validate.uuid(fields[2], "page.page_token")
+                )
             }
             let result = try await self.threads.list(
                 TenantContext(principal),
@@ -62,12 +73,17 @@ public struct ThreadService: Sendable {
                 after: cursor,
                 limit: limit
             )
+            let next = result.next.map {
+                self.tokens.seal(
+                    [String($0.walkStartMicros), String($0.activityMicros), $0.id],
+                    .listThreads,
+                    for: principal,
+                    query: filter
+                )
+            }
             return ListThreadsResponse(
                 threads: result.threads.map { Thread($0.0, unread: $0.unread) },
-                page: PageInfo(
-                    nextPageToken: result.next.map { PageToken.encode([String($0.activityMicros), $0.id, filter]) }
-                        ?? ""
-                )
+                page: PageInfo(nextPageToken: next ?? "")
             )
         }
         router.register(ChatMethods.ThreadService.updateThread) { request, context in

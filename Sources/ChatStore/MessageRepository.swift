@@ -113,6 +113,8 @@ public struct MessageRepository: Sendable {
     }
 
     /// The send statement: sequence allocation under the thread's row lock, the insert, and the idempotent lookup.
+    /// The message's `created_at` is the thread's new `last_activity_at` (which never moves back), so a thread's
+    /// activity is always its creation or its newest message: the stable walk of `ThreadRepository.list` needs it.
     static func sendStatement(
         _ context: TenantContext,
         threadID: String,
@@ -127,16 +129,16 @@ public struct MessageRepository: Sendable {
                   AND idempotency_key = \(idempotencyKey)
             ), bumped AS (
                 UPDATE chat.threads
-                SET last_seq = last_seq + 1, event_seq = event_seq + 1, last_activity_at = clock_timestamp(),
-                    updated_at = clock_timestamp()
+                SET last_seq = last_seq + 1, event_seq = event_seq + 1,
+                    last_activity_at = greatest(last_activity_at, clock_timestamp()), updated_at = clock_timestamp()
                 WHERE tenant_id = \(context.tenantID) AND id = \(threadID) AND NOT EXISTS (SELECT 1 FROM existing)
-                RETURNING tenant_id, id, learner_id, last_seq, event_seq
+                RETURNING tenant_id, id, learner_id, last_seq, event_seq, last_activity_at
             ), inserted AS (
                 INSERT INTO chat.messages
                     (tenant_id, thread_id, seq, learner_id, author_id, author_role, body, idempotency_key, created_at,
                      event_seq)
                 SELECT tenant_id, id, last_seq, learner_id, \(context.userID), \(context.role.rawValue), \(body),
-                       \(idempotencyKey), clock_timestamp(), event_seq
+                       \(idempotencyKey), last_activity_at, event_seq
                 FROM bumped
                 RETURNING \(unsafeRaw: columns)
             ), event AS (

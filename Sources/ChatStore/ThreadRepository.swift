@@ -171,11 +171,21 @@ public struct ThreadRepository: Sendable {
         public var next: ThreadCursor?
     }
 
-    /// Lists threads by last activity (newest first), after `cursor`.
+    /// Lists threads by activity (newest first) as of the walk's start, after `cursor`: a stable walk. Every thread
+    /// that existed when the walk began (its first page) is returned exactly once, however many messages arrive
+    /// while the client pages: a thread that had activity since the walk began keeps the place its activity as of
+    /// the walk's start gives it (its newest message up to then), so it neither jumps ahead of the cursor (and is
+    /// skipped) nor comes round again. Threads created after the walk began are not part of it.
+    ///
+    /// The walk starts a second before the first page's statement runs (so that a message whose transaction was
+    /// still committing then cannot move a thread already placed); threads created in that second are at the top.
+    /// This relies on a thread's `last_activity_at` being its creation or its newest message's `created_at`
+    /// (`MessageRepository.sendStatement` keeps it so).
     ///
     /// - Parameters:
     ///   - learnerID: only this learner's threads, when set.
     ///   - state: only this state, when set.
+    ///   - cursor: where the previous page ended (and when the walk started); nil for the first page.
     ///   - limit: at most this many.
     public func list(
         _ context: TenantContext,
@@ -185,17 +195,44 @@ public struct ThreadRepository: Sendable {
         limit: Int
     ) async throws -> Page {
         let statement: SQL = """
-            SELECT \(unsafeRaw: ThreadRecord.columns(alias: "t.")), t.last_seq - coalesce(r.read_seq, 0) AS unread
-            FROM chat.threads t
+            WITH walk AS (
+                SELECT coalesce(
+                    timestamptz 'epoch' + \(cursor?.walkStartMicros)::int8 * interval '1 microsecond',
+                    clock_timestamp() - interval '1 second') AS t0
+            ), placed AS (
+                (SELECT t.*, t.last_activity_at AS walk_at
+                 FROM chat.threads t, walk
+                 WHERE t.tenant_id = \(context.tenantID) AND t.last_activity_at <= walk.t0
+                   AND (\(learnerID)::uuid IS NULL OR t.learner_id = \(learnerID)::uuid)
+                   AND (\(state)::smallint IS NULL OR t.state = \(state)::smallint)
+                   AND (\(cursor?.activityMicros)::int8 IS NULL
+                        OR (t.last_activity_at, t.id)
+                           < (timestamptz 'epoch' + \(cursor?.activityMicros)::int8 * interval '1 microsecond',
+                              \(cursor?.id)::uuid))
+                 ORDER BY t.last_activity_at DESC, t.id DESC
+                 LIMIT \(limit + 1))
+                UNION ALL
+                (SELECT t.*, greatest(t.created_at, coalesce(
+                        (SELECT m.created_at FROM chat.messages m
+                         WHERE m.tenant_id = t.tenant_id AND m.thread_id = t.id AND m.created_at <= walk.t0
+                         ORDER BY m.seq DESC LIMIT 1),
+                        t.created_at)) AS walk_at
+                 FROM chat.threads t, walk
+                 WHERE t.tenant_id = \(context.tenantID) AND t.last_activity_at > walk.t0
+                   AND (\(learnerID)::uuid IS NULL OR t.learner_id = \(learnerID)::uuid)
+                   AND (\(state)::smallint IS NULL OR t.state = \(state)::smallint))
+            )
+            SELECT \(unsafeRaw: ThreadRecord.columns(alias: "c.")), c.last_seq - coalesce(r.read_seq, 0) AS unread,
+                   (extract(epoch FROM c.walk_at) * 1000000)::int8 AS walk_at_us,
+                   (extract(epoch FROM walk.t0) * 1000000)::int8 AS walk_start_us
+            FROM placed c
+            CROSS JOIN walk
             LEFT JOIN chat.read_cursors r
-                ON r.tenant_id = t.tenant_id AND r.thread_id = t.id AND r.user_id = \(context.userID)
-            WHERE t.tenant_id = \(context.tenantID)
-              AND (\(learnerID)::uuid IS NULL OR t.learner_id = \(learnerID)::uuid)
-              AND (\(state)::smallint IS NULL OR t.state = \(state)::smallint)
-              AND (\(cursor?.activityMicros)::int8 IS NULL
-                   OR (t.last_activity_at, t.id)
-                      < (timestamptz 'epoch' + \(cursor?.activityMicros)::int8 * interval '1 microsecond', \(cursor?.id)::uuid))
-            ORDER BY t.last_activity_at DESC, t.id DESC
+                ON r.tenant_id = c.tenant_id AND r.thread_id = c.id AND r.user_id = \(context.userID)
+            WHERE \(cursor?.activityMicros)::int8 IS NULL
+               OR (c.walk_at, c.id)
+                  < (timestamptz 'epoch' + \(cursor?.activityMicros)::int8 * interval '1 microsecond', \(cursor?.id)::uuid)
+            ORDER BY c.walk_at DESC, c.id DESC
             LIMIT \(limit + 1)
             """
         return try await self.pool.tenantBatch(context, [statement]) { results in
@@ -206,23 +243,32 @@ public struct ThreadRepository: Sendable {
                     (try ThreadRecord(result, row: row), try result.requiredInt64(row: row, column: "unread"))
                 )
             }
-            let next =
-                result.rowCount > limit
-                ? threads.last.map { ThreadCursor(activityMicros: $0.0.lastActivityAtMicros, id: $0.0.id) } : nil
+            var next: ThreadCursor?
+            if result.rowCount > limit, let last = threads.last {
+                next = ThreadCursor(
+                    walkStartMicros: try result.requiredInt64(row: limit - 1, column: "walk_start_us"),
+                    activityMicros: try result.requiredInt64(row: limit - 1, column: "walk_at_us"),
+                    id: last.0.id
+                )
+            }
             return Page(threads: threads, next: next)
         }
     }
 }
 
-/// Where a page of threads ends: the last thread's activity time and id.
+/// Where a page of threads ends: when the walk started, and the last thread's place in it (its activity as of the
+/// walk's start, and its id).
 public struct ThreadCursor: Sendable, Hashable {
+    /// When the walk started, microseconds since the epoch.
+    public var walkStartMicros: Int64
     /// Microseconds since the epoch.
     public var activityMicros: Int64
     /// The thread id.
     public var id: String
 
     /// Creates a cursor.
-    public init(activityMicros: Int64, id: String) {
+    public init(walkStartMicros: Int64, activityMicros: Int64, id: String) {
+        self.walkStartMicros = walkStartMicros
         self.activityMicros = activityMicros
         self.id = id
     }

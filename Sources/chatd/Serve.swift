@@ -37,6 +37,13 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("auth-jwks"), help: "JWKS file with the keys bearer tokens are signed with.")
     var jwks: String
 
+    @Option(
+        name: .customLong("token-seal-keys"),
+        help:
+            "File of the keys that seal page tokens and resume cursors: lines \"<id 1-255> <base64, 32+ bytes>\", the sealing key first."
+    )
+    var sealKeys: String
+
     @Option(name: .customLong("auth-issuer"), help: "The required iss of bearer tokens.")
     var issuer: String
 
@@ -253,17 +260,26 @@ struct Serve: AsyncParsableCommand {
         let health = HealthService(services: ChatMethods.all.map { String($0.path.split(separator: "/")[0]) })
         var router = Router()
         health.register(in: &router)
-        ThreadService(pool: pool, live: hub).register(in: &router)
-        MessageService(pool: pool, live: hub).register(in: &router)
+        guard
+            let sealKeyText = FileManager.default.contents(atPath: self.sealKeys).flatMap({
+                String(data: $0, encoding: .utf8)
+            })
+        else {
+            throw ValidationError("cannot read --token-seal-keys \(self.sealKeys)")
+        }
+        let tokens = SealedTokens(sealer: try TokenSealer(keyFile: sealKeyText))
+        ThreadService(pool: pool, live: hub, tokens: tokens).register(in: &router)
+        MessageService(pool: pool, live: hub, tokens: tokens).register(in: &router)
         LiveService(
             pool: pool,
             hub: hub,
+            tokens: tokens,
             configuration: .init(
                 heartbeatInterval: .milliseconds(Int64(self.liveHeartbeat * 1000)),
                 stallLimit: .milliseconds(Int64(self.liveStallLimit * 1000))
             )
         ).register(in: &router)
-        PrivacyService(pool: pool, live: hub, logger: logger).register(in: &router)
+        PrivacyService(pool: pool, live: hub, tokens: tokens, logger: logger).register(in: &router)
         MethodListService.register(in: &router, serverVersion: chatdVersion)
 
         let server = ChatServer(

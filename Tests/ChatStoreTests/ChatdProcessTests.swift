@@ -26,6 +26,11 @@ final class ChatdProcess: Sendable {
         )
         let jwks = try runProgramBlocking(CLITests.chatctl, ["token", "jwks", "--key", key, "--kid", "p"])
         try jwks.output.write(toFile: "\(directory)/jwks.json", atomically: true, encoding: .utf8)
+        try "1 \(Data(repeating: 7, count: 32).base64EncodedString())\n".write(
+            toFile: "\(directory)/seal.keys",
+            atomically: true,
+            encoding: .utf8
+        )
         self.port = try Self.freePort()
         self.log = "\(directory)/chatd.log"
         let argv =
@@ -33,6 +38,7 @@ final class ChatdProcess: Sendable {
                 Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:\(self.port)",
                 "--tls-certificate", "\(tls)/server.pem", "--tls-key", "\(tls)/server.key",
                 "--auth-jwks", "\(directory)/jwks.json", "--auth-issuer", "test", "--retention-interval", "0",
+                "--token-seal-keys", "\(directory)/seal.keys",
                 "--log-level", "warning",
             ] + arguments
         var actions = posix_spawn_file_actions_t()

@@ -171,7 +171,9 @@ struct LiveTests {
         #expect(log.rpcError?.code == .unavailable)
         #expect(log.rpcError?.resumeInfo?.afterSeq == 3)
         #expect(inbox.rpcError?.code == .unavailable)
-        #expect(OutboxCursor(token: inbox.rpcError?.resumeInfo?.cursor ?? "") != nil)
+        #expect(
+            ServiceHarness.position(of: inbox.rpcError?.resumeInfo?.cursor ?? "", "inbox", user: "guardian-1") != nil
+        )
     }
 
     @Test("a stream ends with UNAUTHENTICATED when its token expires, with the resume position")
@@ -407,11 +409,12 @@ struct LivePropertyTests {
         try await waitUntil("both events") { log.events.count == 3 }
         let types = log.events.map { $0.event?.type }
         #expect(types == [.threadCreated, .legalHoldPlaced, .messageCreated])
-        let cursors = log.events.compactMap { $0.event?.cursor }.compactMap(OutboxCursor.init(token:))
-        #expect(cursors == cursors.sorted() && Set(cursors).count == 3)
+        let sealed = log.events.compactMap { $0.event?.cursor }
+        let cursors = sealed.compactMap { ServiceHarness.position(of: $0, "events", user: "indexer") }
+        #expect(cursors.count == 3 && cursors == cursors.sorted() && Set(cursors).count == 3)
         // Resuming after the first event delivers the other two again, in the same order.
         let resumed = StreamLog.start {
-            try await service.subscribeEvents(SubscribeEventsRequest(cursor: cursors[0].token))
+            try await service.subscribeEvents(SubscribeEventsRequest(cursor: sealed[0]))
         }
         try await waitUntil("the resumed events") { resumed.events.count == 2 }
         #expect(resumed.events.map { $0.event?.type } == [.legalHoldPlaced, .messageCreated])

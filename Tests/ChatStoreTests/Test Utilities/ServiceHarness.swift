@@ -30,7 +30,8 @@ final class ServiceHarness: Sendable {
         hub hubConfiguration: ((String) -> LiveHub.Configuration)? = nil,
         sharing database: MigratedDatabase? = nil,
         poolSize: Int = 8,
-        exportPageSize: Int = 500
+        exportPageSize: Int = 500,
+        sealer: TokenSealer? = nil
     ) async throws {
         if let database {
             self.database = database
@@ -53,11 +54,18 @@ final class ServiceHarness: Sendable {
             audience: "chatd"
         )
         var router = Router()
-        ThreadService(pool: self.pool, live: hub).register(in: &router)
-        MessageService(pool: self.pool, live: hub).register(in: &router)
-        LiveService(pool: self.pool, hub: hub, configuration: live).register(in: &router)
-        PrivacyService(pool: self.pool, live: hub, logger: Logger(label: "privacy"), exportPageSize: exportPageSize)
-            .register(in: &router)
+        let tokens = SealedTokens(sealer: sealer ?? Self.sealer)
+        ThreadService(pool: self.pool, live: hub, tokens: tokens).register(in: &router)
+        MessageService(pool: self.pool, live: hub, tokens: tokens).register(in: &router)
+        LiveService(pool: self.pool, hub: hub, tokens: tokens, configuration: live).register(in: &router)
+        PrivacyService(
+            pool: self.pool,
+            live: hub,
+            tokens: tokens,
+            logger: Logger(label: "privacy"),
+            exportPageSize: exportPageSize
+        )
+        .register(in: &router)
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let tls = try TLSContext(
             configuration: .server(certificate: "\(directory)/server.pem", privateKey: "\(directory)/server.key")
@@ -72,6 +80,26 @@ final class ServiceHarness: Sendable {
             logger: Logger(label: "service-harness")
         )
         self.port = try await self.server.start()
+    }
+
+    /// The token keys every harness shares (instances of one deployment share them): a token from one instance
+    /// opens on another.
+    static let sealer = try! TokenSealer(
+        keys: [TokenSealer.Key(id: 1, secret: Array("service-harness-token-seal-key-0123456789".utf8))]
+    )
+
+    /// The outbox position inside a cursor this harness sealed for `user` of `tenant` (`purpose`: "inbox" for
+    /// WatchInbox, "events" for SubscribeEvents); nil when it does not open.
+    static func position(
+        of cursor: String,
+        _ purpose: String,
+        user: String,
+        tenant: String = Fixture.tenantA
+    ) -> OutboxCursor? {
+        guard let payload = try? Self.sealer.open(cursor, purpose: purpose, binding: [tenant, user, ""]) else {
+            return nil
+        }
+        return OutboxCursor(token: String(decoding: payload, as: UTF8.self))
     }
 
     /// A client for a principal.

@@ -39,8 +39,10 @@ typedef enum _Chat__V1__Role {
 /* --- messages --- */
 
 /*
- * Pagination of a list call. Page tokens are opaque, bound to the caller and the query, and stable under
- * concurrent inserts: walking all pages never skips or repeats an item.
+ * Pagination of a list call. Page tokens are opaque and sealed by the server: bound to the caller (tenant and
+ * user), the method and the query; another caller's token, an altered or truncated one, or one sealed under a key
+ * the server retired is INVALID_ARGUMENT. Walking all pages never skips or repeats an item that existed when the
+ * walk began (docs/PROTOCOL.md section 13).
  */
 struct  Chat__V1__PageRequest
 {

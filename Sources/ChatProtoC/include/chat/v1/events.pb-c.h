@@ -81,7 +81,8 @@ struct  Chat__V1__SubscribeEventsRequest
 {
   ProtobufCMessage base;
   /*
-   * empty = from the oldest retained event
+   * Empty = from the oldest retained event; otherwise a cursor from an earlier event of the same service principal
+   * (opaque, sealed, at most 512 bytes; any other is INVALID_ARGUMENT).
    */
   char *cursor;
   /*

@@ -175,7 +175,8 @@ struct  Chat__V1__WatchInboxRequest
 {
   ProtobufCMessage base;
   /*
-   * Empty = from now; otherwise a cursor from an earlier WatchInbox event (at most 4 KiB).
+   * Empty = from now; otherwise a cursor from an earlier WatchInbox event of the same caller (opaque, sealed, at
+   * most 512 bytes; any other is INVALID_ARGUMENT).
    */
   char *cursor;
   /*

@@ -134,8 +134,9 @@ struct  Chat__V1__ExportLearnerDataRequest
   ProtobufCMessage base;
   char *learner_id;
   /*
-   * Empty for a new export; otherwise the resume_token of the last record received. The export continues right
-   * after that record.
+   * Empty for a new export; otherwise the resume_token of the last record received (opaque, sealed, bound to the
+   * tenant and the learner; any privacy officer or admin of the tenant may resume). The export continues right after
+   * that record.
    */
   char *resume_token;
   /*

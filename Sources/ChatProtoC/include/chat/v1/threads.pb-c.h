@@ -52,7 +52,7 @@ struct  Chat__V1__Thread
    */
   char *learner_id;
   /*
-   * 1 to 200 characters
+   * 1 to 200 Unicode code points
    */
   char *title;
   Chat__V1__ThreadState state;
@@ -90,7 +90,7 @@ struct  Chat__V1__CreateThreadRequest
   ProtobufCMessage base;
   char *learner_id;
   /*
-   * 1 to 200 characters, no control characters
+   * 1 to 200 Unicode code points (not bytes), no control characters
    */
   char *title;
 };
