@@ -303,6 +303,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private static func metadataViolation(_ header: CallHeader) -> (String, String)? {
+        let key = header.idempotencyKey.count
+        if key != 0 && !(16...64).contains(key) { return ("idempotency_key", "16 to 64 bytes") }
         if header.metadata.count > 32 { return ("metadata", "at most 32 entries") }
         for entry in header.metadata {
             let key = entry.key.utf8

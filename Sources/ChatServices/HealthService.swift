@@ -77,16 +77,10 @@ public enum MethodListService {
                 kind: method.kind == .unary ? .unary : .serverStreaming,
                 requestType: method.requestType,
                 responseType: method.responseType,
-                idempotent: Self.isIdempotent(method.path)
+                idempotent: !router.isMutation(method.path)
             )
         }
         let response = ListMethodsResponse(methods: infos, serverVersion: serverVersion, protocolVersion: "chat/1")
         router.register(ChatMethods.MethodListService.listMethods) { _, _ in response }
-    }
-
-    /// Reads and watches are idempotent; mutations need an idempotency key to be retried.
-    static func isIdempotent(_ path: String) -> Bool {
-        let name = path.split(separator: "/").last ?? ""
-        return ["Get", "List", "Check", "Watch", "Export", "Subscribe"].contains { name.hasPrefix($0) }
     }
 }

@@ -230,6 +230,15 @@ public final class LiveHub: Service, Sendable {
 
     /// Call after a transaction with events committed: wakes this instance's streams and tells the others.
     public func published(_ changes: [LiveChange]) {
+        // A mutation under an idempotency key commits after its handler returns: its streams are woken then.
+        if let claim = IdempotencyClaim.current {
+            claim.afterCommit { self.publishNow(changes) }
+        } else {
+            self.publishNow(changes)
+        }
+    }
+
+    private func publishNow(_ changes: [LiveChange]) {
         self.wake(changes)
         guard self.configuration.listenConninfo != nil else { return }
         self.outgoing.withLock { $0.append(contentsOf: changes) }

@@ -8,13 +8,20 @@ public struct MessageService: Sendable {
     let messages: MessageRepository
     let live: LiveHub?
     let tokens: SealedTokens
+    let idempotency: Idempotency
 
     /// Creates the service over a pool; `live` is told of every committed change, for live streams; `tokens` seals
-    /// the page tokens.
-    public init(pool: PGPool, live: LiveHub? = nil, tokens: SealedTokens) {
+    /// the page tokens; mutations keep their idempotency keys for `idempotencyWindow`.
+    public init(
+        pool: PGPool,
+        live: LiveHub? = nil,
+        tokens: SealedTokens,
+        idempotencyWindow: Duration = Idempotency.defaultWindow
+    ) {
         self.messages = MessageRepository(pool: pool)
         self.live = live
         self.tokens = tokens
+        self.idempotency = Idempotency(pool: pool, window: idempotencyWindow)
     }
 
     /// Tells the live hub that a message changed (after its transaction committed).
@@ -31,11 +38,13 @@ public struct MessageService: Sendable {
 
     /// Registers the methods.
     public func register(in router: inout Router) {
-        router.register(ChatMethods.MessageService.sendMessage) { request, context in
+        router.register(mutation: ChatMethods.MessageService.sendMessage, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let thread = try Validate.uuid(request.threadId, "thread_id")
             let body = try Validate.body(request.body)
-            let key = try Validate.idempotencyKey(request.idempotencyKey)
+            let key = try Validate.messageKey(body: request.idempotencyKey, header: context.header.idempotencyKey)
             let outcome = try await self.messages.send(
                 TenantContext(principal),
                 threadID: thread,
@@ -98,7 +107,9 @@ public struct MessageService: Sendable {
             }
             return ListMessagesResponse(messages: records.map(Message.init), page: PageInfo(nextPageToken: next))
         }
-        router.register(ChatMethods.MessageService.editMessage) { request, context in
+        router.register(mutation: ChatMethods.MessageService.editMessage, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let thread = try Validate.uuid(request.threadId, "thread_id")
             let seq = try Validate.seq(request.seq, "seq")
@@ -107,7 +118,9 @@ public struct MessageService: Sendable {
             self.published(principal, record)
             return EditMessageResponse(message: Message(record))
         }
-        router.register(ChatMethods.MessageService.deleteMessage) { request, context in
+        router.register(mutation: ChatMethods.MessageService.deleteMessage, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let thread = try Validate.uuid(request.threadId, "thread_id")
             let seq = try Validate.seq(request.seq, "seq")
@@ -136,7 +149,9 @@ public struct MessageService: Sendable {
                 }
             )
         }
-        router.register(ChatMethods.MessageService.markRead) { request, context in
+        router.register(mutation: ChatMethods.MessageService.markRead, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let thread = try Validate.uuid(request.threadId, "thread_id")
             let (readSeq, unread) = try await self.messages.markRead(

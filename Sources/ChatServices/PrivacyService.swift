@@ -15,32 +15,42 @@ public struct PrivacyService: Sendable {
     /// Records per export page (one transaction each).
     let exportPageSize: Int
     let tokens: SealedTokens
+    let idempotency: Idempotency
 
     /// Creates the service over a pool; `live` is told of the threads an erasure removed, so their streams end;
-    /// `tokens` seals page tokens and export resume tokens.
+    /// `tokens` seals page tokens and export resume tokens; mutations keep their idempotency keys for
+    /// `idempotencyWindow`.
     public init(
         pool: PGPool,
         live: LiveHub? = nil,
         tokens: SealedTokens,
         logger: Logger,
-        exportPageSize: Int = 500
+        exportPageSize: Int = 500,
+        idempotencyWindow: Duration = Idempotency.defaultWindow
     ) {
         self.repository = PrivacyRepository(pool: pool)
         self.live = live
         self.tokens = tokens
+        self.idempotency = Idempotency(pool: pool, window: idempotencyWindow)
         self.logger = logger
         self.exportPageSize = exportPageSize
     }
 
     /// Registers the methods.
     public func register(in router: inout Router) {
+        // A retried sweep sweeps what is left (its own audit record each time): a mutation, run without a key.
+        router.markMutation(ChatMethods.PrivacyService.runRetentionSweep.path)
         router.register(ChatMethods.PrivacyService.exportLearnerData) { request, context, writer in
             try await self.export(request, context, writer)
         }
-        router.register(ChatMethods.PrivacyService.eraseLearnerData) { request, context in
+        router.register(mutation: ChatMethods.PrivacyService.eraseLearnerData, idempotency: self.idempotency) {
+            request,
+            context in
             try await self.erase(request, context)
         }
-        router.register(ChatMethods.PrivacyService.placeLegalHold) { request, context in
+        router.register(mutation: ChatMethods.PrivacyService.placeLegalHold, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let learner = try Validate.uuid(request.learnerId, "learner_id")
             let reason = try Validate.reason(request.reason, required: true)
@@ -55,7 +65,9 @@ public struct PrivacyService: Sendable {
             self.logger.notice("legal hold placed", metadata: ["learner": "\(learner)", "by": "\(principal.userID)"])
             return PlaceLegalHoldResponse(hold: LegalHold(hold))
         }
-        router.register(ChatMethods.PrivacyService.releaseLegalHold) { request, context in
+        router.register(mutation: ChatMethods.PrivacyService.releaseLegalHold, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let learner = try Validate.uuid(request.learnerId, "learner_id")
             let reason = try Validate.reason(request.reason, required: false)
@@ -96,7 +108,9 @@ public struct PrivacyService: Sendable {
             let policy = try await self.repository.retentionPolicy(TenantContext(principal))
             return GetRetentionPolicyResponse(policy: policy.map(RetentionPolicy.init) ?? RetentionPolicy())
         }
-        router.register(ChatMethods.PrivacyService.setRetentionPolicy) { request, context in
+        router.register(mutation: ChatMethods.PrivacyService.setRetentionPolicy, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             guard request.messageRetentionDays <= 36_500 else {
                 throw RPCError.invalidArgument(field: "message_retention_days", "0 (keep forever) to 36500")

@@ -32,8 +32,27 @@ public struct RetentionScheduler: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 _ = await self.sweepAll()
+                await self.purgeIdempotencyKeys()
                 try? await Task.sleep(for: self.interval)
             }
+        }
+    }
+
+    /// Deletes the idempotency keys past their window, in batches, every tenant's.
+    func purgeIdempotencyKeys() async {
+        do {
+            var purged = 0
+            while !Task.isCancelled {
+                let batch = try await self.repository.purgeIdempotencyKeys(batchSize: self.batchSize)
+                purged += batch
+                if batch < self.batchSize { break }
+            }
+            if purged > 0 { self.logger.info("idempotency keys purged", metadata: ["count": "\(purged)"]) }
+        } catch {
+            self.logger.error(
+                "cannot purge idempotency keys",
+                metadata: ["error": "\(RetentionSweeper.describe(error))"]
+            )
         }
     }
 

@@ -112,12 +112,22 @@ enum Validate {
         return value
     }
 
-    static func idempotencyKey(_ value: String) throws -> String {
-        let count = value.utf8.count
-        guard count >= 1, count <= 64 else {
-            throw RPCError.invalidArgument(field: "idempotency_key", "1 to 64 bytes, required")
+    /// SendMessage's message key: the body's `idempotency_key` when set (1 to 64 bytes), else one derived from the
+    /// call header's key, so that a message has one key either way. The header key wins for retries: a retry with
+    /// it replays the first attempt's whole outcome before the body key is looked at; the body key then dedupes
+    /// the message itself (a client that sets only it gets the message back on a retry, as before).
+    static func messageKey(body: String, header: [UInt8]) throws -> String {
+        let count = body.utf8.count
+        if count == 0 && !header.isEmpty {
+            return "h:" + Base64URL.encode(SHA256Digest.hash(header))
         }
-        return value
+        guard count >= 1, count <= 64 else {
+            throw RPCError.invalidArgument(
+                field: "idempotency_key",
+                "1 to 64 bytes, required unless the call header has an idempotency key"
+            )
+        }
+        return body
     }
 
     static func pageSize(_ value: UInt32, field: String = "page.page_size") throws -> Int {

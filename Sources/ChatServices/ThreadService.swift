@@ -9,18 +9,27 @@ public struct ThreadService: Sendable {
     let threads: ThreadRepository
     let live: LiveHub?
     let tokens: SealedTokens
+    let idempotency: Idempotency
 
     /// Creates the service over a pool; `live` is told of every committed change, for live streams; `tokens` seals
-    /// the page tokens.
-    public init(pool: PGPool, live: LiveHub? = nil, tokens: SealedTokens) {
+    /// the page tokens; mutations keep their idempotency keys for `idempotencyWindow`.
+    public init(
+        pool: PGPool,
+        live: LiveHub? = nil,
+        tokens: SealedTokens,
+        idempotencyWindow: Duration = Idempotency.defaultWindow
+    ) {
         self.live = live
         self.threads = ThreadRepository(pool: pool)
         self.tokens = tokens
+        self.idempotency = Idempotency(pool: pool, window: idempotencyWindow)
     }
 
     /// Registers the methods.
     public func register(in router: inout Router) {
-        router.register(ChatMethods.ThreadService.createThread) { request, context in
+        router.register(mutation: ChatMethods.ThreadService.createThread, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let learner = try Validate.uuid(request.learnerId, "learner_id")
             let title = try Validate.title(request.title)
@@ -86,7 +95,9 @@ public struct ThreadService: Sendable {
                 page: PageInfo(nextPageToken: next ?? "")
             )
         }
-        router.register(ChatMethods.ThreadService.updateThread) { request, context in
+        router.register(mutation: ChatMethods.ThreadService.updateThread, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let id = try Validate.uuid(request.threadId, "thread_id")
             var title: String?
@@ -111,7 +122,9 @@ public struct ThreadService: Sendable {
             self.published(principal, record, eventSeq: record.eventSeq)
             return UpdateThreadResponse(thread: Thread(record, unread: unread))
         }
-        router.register(ChatMethods.ThreadService.deleteThread) { request, context in
+        router.register(mutation: ChatMethods.ThreadService.deleteThread, idempotency: self.idempotency) {
+            request,
+            context in
             let principal = try context.requirePrincipal()
             let id = try Validate.uuid(request.threadId, "thread_id")
             let learner = try await self.threads.delete(TenantContext(principal), id: id)

@@ -115,5 +115,6 @@ public enum Migrations {
         Migration(version: 1, name: "initial schema, roles and row-level security", sql: migration0001),
         Migration(version: 2, name: "event positions for live delivery", sql: migration0002),
         Migration(version: 3, name: "privacy: roles, retention schedule, outbox by age", sql: migration0003),
+        Migration(version: 4, name: "idempotency keys", sql: migration0004),
     ]
 }

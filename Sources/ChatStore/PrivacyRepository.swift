@@ -312,6 +312,8 @@ public struct PrivacyRepository: Sendable {
                 )
                 return .held(record, auditID: try audit.requiredString(row: 0, column: "id"))
             }
+            // Stored outcomes of mutations about the learner (of any caller) may hold content.
+            try transaction.query("SELECT chat.erase_idempotency_outcomes(\(learnerID)::uuid)")
             try transaction.query(
                 """
                 SELECT count(pg_advisory_xact_lock(\(threadEventLockClass)::int4, hashtext(id::text)))
@@ -657,6 +659,15 @@ public struct PrivacyRepository: Sendable {
                     Int(try result.requiredInt64(row: row, column: "message_retention_days"))
                 )
             }
+        }
+    }
+
+    /// Deletes up to `batchSize` expired idempotency keys of every tenant through `chat.purge_idempotency_keys`
+    /// (migration 4); returns how many. Runs without a tenant context.
+    public func purgeIdempotencyKeys(batchSize: Int) async throws -> Int {
+        try await self.pool.withConnection { connection in
+            let result = try connection.query("SELECT chat.purge_idempotency_keys(\(batchSize)) AS purged")
+            return Int(try result.requiredInt64(row: 0, column: "purged"))
         }
     }
 

@@ -3,13 +3,16 @@
 public final class TenantTransaction {
     private let connection: PGConnection
     private let context: TenantContext
-    private var begun = false
+    /// The idempotency key this transaction inserts first, when it holds one.
+    private let claim: IdempotencyClaim?
+    private(set) var begun = false
     /// True once COMMIT was sent: from then on a lost connection leaves the outcome unknown.
     private(set) var commitSent = false
 
-    init(connection: PGConnection, context: TenantContext) {
+    init(connection: PGConnection, context: TenantContext, claim: IdempotencyClaim? = nil) {
         self.connection = connection
         self.context = context
+        self.claim = claim
     }
 
     /// Runs one statement. The first one travels with `BEGIN` and the context in one round trip.
@@ -25,6 +28,9 @@ public final class TenantTransaction {
         let setup = self.context.setConfigStatement(
             statementTimeoutMilliseconds: self.connection.statementTimeoutMilliseconds
         )
+        if let claim = self.claim {
+            return try self.connection.pipeline(["BEGIN", setup, claim.claimStatement, statement])[3]
+        }
         return try self.connection.pipeline(["BEGIN", setup, statement])[2]
     }
 
@@ -56,6 +62,13 @@ extension PGPool {
         _ context: TenantContext,
         _ work: @escaping @Sendable (TenantTransaction) throws -> Value
     ) async throws -> Value {
+        if let claim = IdempotencyClaim.current, claim.beginClaiming() {
+            // The call's idempotency key: inserted first, committed with the outcome (no transparent retry).
+            return try await self.held(claim, context) { connection in
+                let transaction = TenantTransaction(connection: connection, context: context, claim: claim)
+                return (try work(transaction), transaction.begun)
+            }
+        }
         var attempt = 0
         while true {
             attempt += 1
@@ -92,7 +105,18 @@ extension PGPool {
         _ statements: [SQL],
         decode: @escaping @Sendable ([PGResult]) throws -> Value
     ) async throws -> Value {
-        try await self.withConnection { connection in
+        if let claim = IdempotencyClaim.current, claim.beginClaiming() {
+            // The call's idempotency key: an explicit transaction that inserts it first and stays open until the
+            // caller commits it with the outcome.
+            return try await self.held(claim, context) { connection in
+                let setup = context.setConfigStatement(
+                    statementTimeoutMilliseconds: connection.statementTimeoutMilliseconds
+                )
+                let results = try connection.pipeline(["BEGIN", setup, claim.claimStatement] + statements)
+                return (try decode(Array(results.dropFirst(3))), true)
+            }
+        }
+        return try await self.withConnection { connection in
             let setup = context.setConfigStatement(
                 statementTimeoutMilliseconds: connection.statementTimeoutMilliseconds
             )

@@ -167,6 +167,13 @@ struct Serve: AsyncParsableCommand {
     )
     var statementTimeout: Double = 30
 
+    @Option(
+        name: .customLong("idempotency-window"),
+        help:
+            "Seconds a mutation's idempotency key and its outcome are kept (a retry within it gets the first outcome)."
+    )
+    var idempotencyWindow: Int = Int(Idempotency.defaultWindow.components.seconds)
+
     /// The pool's bounds from the flags.
     func poolConfiguration(size: Int) throws -> PGPool.Configuration {
         guard size > 0 else { throw ValidationError("--pool-size must be at least 1") }
@@ -268,8 +275,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("cannot read --token-seal-keys \(self.sealKeys)")
         }
         let tokens = SealedTokens(sealer: try TokenSealer(keyFile: sealKeyText))
-        ThreadService(pool: pool, live: hub, tokens: tokens).register(in: &router)
-        MessageService(pool: pool, live: hub, tokens: tokens).register(in: &router)
+        guard self.idempotencyWindow >= 1 else { throw ValidationError("--idempotency-window must be at least 1") }
+        let window = Duration.seconds(self.idempotencyWindow)
+        ThreadService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
+        MessageService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
         LiveService(
             pool: pool,
             hub: hub,
@@ -279,7 +288,8 @@ struct Serve: AsyncParsableCommand {
                 stallLimit: .milliseconds(Int64(self.liveStallLimit * 1000))
             )
         ).register(in: &router)
-        PrivacyService(pool: pool, live: hub, tokens: tokens, logger: logger).register(in: &router)
+        PrivacyService(pool: pool, live: hub, tokens: tokens, logger: logger, idempotencyWindow: window)
+            .register(in: &router)
         MethodListService.register(in: &router, serverVersion: chatdVersion)
 
         let server = ChatServer(

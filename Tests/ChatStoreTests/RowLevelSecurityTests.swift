@@ -51,6 +51,14 @@ let tenantTables: [(table: String, insert: String)] = [
         """
     ),
     (
+        "idempotency_keys",
+        """
+        INSERT INTO chat.idempotency_keys (tenant_id, user_id, key, method, request_hash, expires_at)
+        SELECT $1, 'teacher-1', decode(md5($2::text || $3::text), 'hex'), '/chat.v1.ThreadService/CreateThread',
+               sha256($3::text::bytea), now() + interval '1 day'
+        """
+    ),
+    (
         "retention_policies",
         """
         INSERT INTO chat.retention_policies (tenant_id, message_retention_days, updated_by, updated_by_role)
@@ -75,6 +83,9 @@ let learnerScopedTables: Set<String> = [
 
 /// Tables that only privacy roles (tenant admin, privacy officer, service) may touch.
 let privacyTables: Set<String> = ["privacy_audit", "retention_policies", "legal_holds"]
+
+/// Tables whose rows belong to one caller of the tenant (`user_id` = `app.user_id`); the seeded rows are teacher-1's.
+let callerOwnedTables: Set<String> = ["idempotency_keys"]
 
 /// The catalog guard: every table with a `tenant_id` column has row-level security enabled and forced and at
 /// least one policy. Returns the tables that break the rule.
@@ -158,7 +169,9 @@ struct RowLevelSecurityTests {
                 return (try all.int64(row: 0, column: 0)!, try other.int64(row: 0, column: 0)!)
             }
             #expect(counts.1 == 0, "\(table): tenant B rows visible from A")
-            #expect(counts.0 >= 1, "\(table): tenant A sees none of its own rows")
+            if !callerOwnedTables.contains(table) {
+                #expect(counts.0 >= 1, "\(table): tenant A sees none of its own rows")
+            }
         }
     }
 
@@ -213,6 +226,38 @@ struct RowLevelSecurityTests {
             return error.detail.contains("row-level security") && status?.code == .permissionDenied
                 && status?.message.contains("row-level security") == false
                 && status?.message.contains("threads") == false
+        }
+    }
+
+    @Test("idempotency keys are their caller's own: other callers of the tenant neither see nor write them")
+    func callerOwnedRows() async throws {
+        let database = try await TestDatabase.makeMigrated()
+        _ = try seedEveryTable(database)
+        let pool = database.makePool(size: 2)
+        defer { pool.shutdown() }
+        let owner = TenantContext(tenantID: Fixture.tenantA, userID: "teacher-1", role: .teacher)
+        let colleague = TenantContext(tenantID: Fixture.tenantA, userID: "teacher-2", role: .teacher)
+        // Tenant A has two seeded learners, so teacher-1 has two keys there.
+        for (context, expected) in [(owner, Int64(2)), (colleague, 0), (Fixture.admin(Fixture.tenantA), 0)] {
+            let count = try await pool.withTenantTransaction(context) { tx in
+                try tx.query("SELECT count(*) FROM chat.idempotency_keys").int64(row: 0, column: 0)
+            }
+            #expect(count == expected, "\(context.userID)")
+        }
+        let taken = try await pool.withTenantTransaction(colleague) { tx in
+            try tx.query("DELETE FROM chat.idempotency_keys").affectedRows
+        }
+        #expect(taken == 0)
+        await #expect(throws: StorageError.self) {
+            try await pool.withTenantTransaction(colleague) { tx in
+                _ = try tx.query(
+                    """
+                    INSERT INTO chat.idempotency_keys (tenant_id, user_id, key, method, request_hash, expires_at)
+                    VALUES (\(Fixture.tenantA), 'teacher-1', decode(repeat('ab', 16), 'hex'), '/m',
+                            sha256(''::bytea), now() + interval '1 day')
+                    """
+                )
+            }
         }
     }
 
@@ -280,6 +325,8 @@ struct RowLevelSecurityTests {
             }
             if privacyTables.contains(table) {
                 #expect(rows.0 == 0, "\(table): a guardian sees privacy records")
+            } else if callerOwnedTables.contains(table) {
+                #expect(rows.0 == 0, "\(table): a guardian sees another caller's rows")
             } else {
                 #expect(rows.0 == 1, "\(table): the guardian should see exactly the in-scope learner's row")
             }

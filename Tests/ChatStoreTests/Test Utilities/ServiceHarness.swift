@@ -31,7 +31,8 @@ final class ServiceHarness: Sendable {
         sharing database: MigratedDatabase? = nil,
         poolSize: Int = 8,
         exportPageSize: Int = 500,
-        sealer: TokenSealer? = nil
+        sealer: TokenSealer? = nil,
+        idempotencyWindow: Duration = Idempotency.defaultWindow
     ) async throws {
         if let database {
             self.database = database
@@ -55,17 +56,21 @@ final class ServiceHarness: Sendable {
         )
         var router = Router()
         let tokens = SealedTokens(sealer: sealer ?? Self.sealer)
-        ThreadService(pool: self.pool, live: hub, tokens: tokens).register(in: &router)
-        MessageService(pool: self.pool, live: hub, tokens: tokens).register(in: &router)
+        ThreadService(pool: self.pool, live: hub, tokens: tokens, idempotencyWindow: idempotencyWindow)
+            .register(in: &router)
+        MessageService(pool: self.pool, live: hub, tokens: tokens, idempotencyWindow: idempotencyWindow)
+            .register(in: &router)
         LiveService(pool: self.pool, hub: hub, tokens: tokens, configuration: live).register(in: &router)
         PrivacyService(
             pool: self.pool,
             live: hub,
             tokens: tokens,
             logger: Logger(label: "privacy"),
-            exportPageSize: exportPageSize
+            exportPageSize: exportPageSize,
+            idempotencyWindow: idempotencyWindow
         )
         .register(in: &router)
+        MethodListService.register(in: &router, serverVersion: "test")
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let tls = try TLSContext(
             configuration: .server(certificate: "\(directory)/server.pem", privateKey: "\(directory)/server.key")

@@ -110,7 +110,8 @@ struct  Chat__V1__SendMessageRequest
   char *body;
   /*
    * Client-chosen key, unique per author: a retry with the same key returns the original message; the same key
-   * with a different body fails with ALREADY_EXISTS. 1 to 64 bytes. Required.
+   * with a different body fails with ALREADY_EXISTS. 1 to 64 bytes. Required unless CallHeader.idempotency_key is
+   * set (which then wins: a retry with it replays the first attempt's whole outcome; docs/PROTOCOL.md 13.5).
    */
   char *idempotency_key;
 };

@@ -115,8 +115,10 @@ struct  Chat__V1__CallHeader
    */
   char *authorization;
   /*
-   * Client-chosen key (16 to 64 bytes) that makes a mutating call safe to retry: the server answers a retry
-   * with the outcome of the first attempt. Required for retried mutations.
+   * Client-chosen key (16 to 64 bytes; other lengths are INVALID_ARGUMENT) that makes a mutating unary call safe to
+   * retry: within the server's window (24 h by default) a retry with the same key and the same request gets the
+   * first attempt's outcome, status included, without a second effect; the same key with another request is
+   * ALREADY_EXISTS. Keys belong to the caller. Ignored by reads and streams (docs/PROTOCOL.md 13.5).
    */
   ProtobufCBinaryData idempotency_key;
   /*
