@@ -84,6 +84,7 @@ public enum AuthorizationTable {
         ChatMethods.PrivacyService.setRetentionPolicy.path: .privacyRetention,
         ChatMethods.PrivacyService.runRetentionSweep.path: .privacyRetention,
         ChatMethods.PrivacyService.listAuditRecords.path: .privacyAudit,
+        ChatMethods.PrivacyService.verifyAuditTrail.path: .privacyAudit,
         ChatMethods.HealthService.check.path: nil,
         ChatMethods.HealthService.watch.path: nil,
         ChatMethods.MethodListService.listMethods.path: nil,

@@ -158,6 +158,32 @@ public struct PrivacyService: Sendable {
         router.register(ChatMethods.PrivacyService.listAuditRecords) { request, context in
             try await self.listAudit(request, context)
         }
+        router.register(ChatMethods.PrivacyService.verifyAuditTrail) { request, context in
+            let principal = try context.requirePrincipal()
+            guard request.anchorSeq <= UInt64(Int64.max) else {
+                throw RPCError.invalidArgument(field: "anchor_seq", "at most 2^63-1")
+            }
+            let report = try await self.repository.verifyAuditChain(
+                TenantContext(principal),
+                anchorSeq: request.anchorSeq == 0 ? nil : Int64(request.anchorSeq)
+            )
+            if !report.problems.isEmpty {
+                self.logger.warning(
+                    "audit trail verification found problems",
+                    metadata: ["problems": "\(report.problems.count)", "by": "\(principal.userID)"]
+                )
+            }
+            return VerifyAuditTrailResponse(
+                intact: report.problems.isEmpty,
+                entries: UInt64(report.entries),
+                headSeq: UInt64(report.headSeq),
+                headHash: report.headHash,
+                problems: report.problems.map {
+                    AuditChainProblem(seq: UInt64(max(0, $0.seq)), auditId: $0.auditID, description: $0.description)
+                },
+                anchorHash: report.anchorHash ?? []
+            )
+        }
     }
 
     // MARK: - Export

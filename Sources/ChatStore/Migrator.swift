@@ -116,5 +116,6 @@ public enum Migrations {
         Migration(version: 2, name: "event positions for live delivery", sql: migration0002),
         Migration(version: 3, name: "privacy: roles, retention schedule, outbox by age", sql: migration0003),
         Migration(version: 4, name: "idempotency keys", sql: migration0004),
+        Migration(version: 5, name: "audit trail: insert-only, hash chain", sql: migration0005),
     ]
 }

@@ -196,9 +196,12 @@ public struct PrivacyRepository: Sendable {
     public func resumeExport(_ context: TenantContext, learnerID: String, auditID: String) async throws {
         let statements: [SQL] = [
             """
-            UPDATE chat.privacy_audit SET outcome = 'running', finished_at = NULL
-            WHERE tenant_id = \(context.tenantID) AND id = \(auditID) AND kind = \(AuditRecordKind.export)
-              AND learner_id = \(learnerID) AND outcome <> 'ok'
+            WITH target AS MATERIALIZED (
+                SELECT id FROM chat.privacy_audit
+                WHERE tenant_id = \(context.tenantID) AND id = \(auditID) AND kind = \(AuditRecordKind.export)
+                  AND learner_id = \(learnerID) AND outcome <> 'ok'
+            )
+            SELECT 1 FROM target, chat.audit_update(target.id, new_outcome => 'running') resumed
             """,
             """
             SELECT outcome FROM chat.privacy_audit
@@ -208,7 +211,7 @@ public struct PrivacyRepository: Sendable {
         ]
         try await self.pool.tenantBatch(context, statements) { results in
             guard results[1].rowCount == 1 else { throw StorageError(code: .notFound, detail: "export") }
-            guard results[0].affectedRows == 1 else {
+            guard results[0].rowCount == 1 else {
                 throw StorageError(code: .failedPrecondition, detail: "this export already completed")
             }
         }
@@ -238,11 +241,9 @@ public struct PrivacyRepository: Sendable {
             while items.count < limit, position != .done {
                 position = try reader.read(after: position, limit: limit - items.count, into: &items)
             }
+            // The count: records the server sent before this page (from its sealed resume token) plus the page.
             try transaction.query(
-                """
-                UPDATE chat.privacy_audit SET exported_records = \(sentBefore + Int64(items.count))
-                WHERE tenant_id = \(context.tenantID) AND id = \(auditID)
-                """
+                "SELECT 1 FROM chat.audit_update(\(auditID)::uuid, exported => \(sentBefore + Int64(items.count)))"
             )
             return (items, position)
         }
@@ -255,11 +256,9 @@ public struct PrivacyRepository: Sendable {
         let completed = outcome == "ok"
         let statement: SQL = """
             WITH audit AS (
-                UPDATE chat.privacy_audit
-                SET exported_records = \(records), outcome = \(outcome),
-                    finished_at = CASE WHEN \(completed) THEN now() END
-                WHERE tenant_id = \(context.tenantID) AND id = \(auditID)
-                RETURNING tenant_id, id, learner_id
+                SELECT tenant_id, id, learner_id
+                FROM chat.audit_update(\(auditID)::uuid, exported => \(records), new_outcome => \(outcome),
+                                       finish => \(completed))
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
                 SELECT tenant_id, \(PrivacyEventType.exportCompleted), learner_id,
@@ -608,14 +607,11 @@ public struct PrivacyRepository: Sendable {
                 SELECT (SELECT count(*) FROM messages) AS messages, (SELECT count(*) FROM edits) AS edits,
                        (SELECT count(*) FROM payloads) AS payloads
             ), audit AS (
-                UPDATE chat.privacy_audit a
-                SET removed_messages = removed_messages + c.messages,
-                    removed_message_edits = removed_message_edits + c.edits,
-                    removed_outbox_payloads = removed_outbox_payloads + c.payloads
-                FROM counts c
-                WHERE a.tenant_id = \(tenant) AND a.id = \(run.auditID)
+                SELECT 1 FROM counts c,
+                    chat.audit_update(\(run.auditID)::uuid, add_messages => c.messages, add_edits => c.edits,
+                                      add_payloads => c.payloads) updated
             )
-            SELECT messages, edits, payloads FROM counts
+            SELECT c.messages, c.edits, c.payloads FROM counts c CROSS JOIN (SELECT count(*) FROM audit) recorded
             """
         return try await self.pool.tenantBatch(context, [privacyLock(tenant, shared: true), statement]) { results in
             RemovedRows(
@@ -630,9 +626,7 @@ public struct PrivacyRepository: Sendable {
     public func finishRetentionRun(_ context: TenantContext, run: RetentionRun, outcome: String) async throws {
         let statement: SQL = """
             WITH audit AS (
-                UPDATE chat.privacy_audit SET finished_at = now(), outcome = \(outcome)
-                WHERE tenant_id = \(context.tenantID) AND id = \(run.auditID)
-                RETURNING *
+                SELECT * FROM chat.audit_update(\(run.auditID)::uuid, new_outcome => \(outcome), finish => true)
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, payload)
                 SELECT tenant_id, \(PrivacyEventType.retentionRunCompleted),
@@ -672,6 +666,57 @@ public struct PrivacyRepository: Sendable {
     }
 
     // MARK: - Audit trail
+
+    /// One problem in the tenant's audit chain.
+    public struct ChainProblem: Sendable, Hashable {
+        /// The chain entry (0 when the record has none).
+        public var seq: Int64
+        public var auditID: String
+        public var description: String
+    }
+
+    /// What verifying the tenant's audit chain found.
+    public struct ChainReport: Sendable, Hashable {
+        public var problems: [ChainProblem]
+        public var entries: Int64
+        public var headSeq: Int64
+        public var headHash: [UInt8]
+        /// The hash of the entry asked for, when it exists.
+        public var anchorHash: [UInt8]?
+    }
+
+    /// Recomputes the tenant's audit chain (`chat.verify_audit_chain`, migration 5) in one snapshot.
+    public func verifyAuditChain(_ context: TenantContext, anchorSeq: Int64?) async throws -> ChainReport {
+        let statements: [SQL] = [
+            "SELECT coalesce(seq, 0) AS seq, audit_id::text AS audit_id, problem FROM chat.verify_audit_chain()",
+            """
+            SELECT count(*) AS entries, coalesce(max(seq), 0) AS head_seq,
+                   coalesce(encode((SELECT hash FROM chat.privacy_audit_chain
+                                    WHERE tenant_id = \(context.tenantID) ORDER BY seq DESC LIMIT 1), 'hex'), '') AS head,
+                   coalesce(encode((SELECT hash FROM chat.privacy_audit_chain
+                                    WHERE tenant_id = \(context.tenantID) AND seq = \(anchorSeq)), 'hex'), '') AS anchor
+            FROM chat.privacy_audit_chain WHERE tenant_id = \(context.tenantID)
+            """,
+        ]
+        return try await self.pool.tenantBatch(context, statements) { results in
+            let problems = try (0..<results[0].rowCount).map { row in
+                ChainProblem(
+                    seq: try results[0].requiredInt64(row: row, column: "seq"),
+                    auditID: try results[0].requiredString(row: row, column: "audit_id"),
+                    description: try results[0].requiredString(row: row, column: "problem")
+                )
+            }
+            let summary = results[1]
+            let anchor = try summary.requiredString(row: 0, column: "anchor")
+            return ChainReport(
+                problems: problems,
+                entries: try summary.requiredInt64(row: 0, column: "entries"),
+                headSeq: try summary.requiredInt64(row: 0, column: "head_seq"),
+                headHash: Hex.decode(try summary.requiredString(row: 0, column: "head")) ?? [],
+                anchorHash: anchor.isEmpty ? nil : Hex.decode(anchor)
+            )
+        }
+    }
 
     /// Filters of the audit trail.
     public struct AuditFilter: Sendable, Hashable {

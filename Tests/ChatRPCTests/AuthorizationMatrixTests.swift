@@ -41,6 +41,7 @@ let protectedMethods: [MethodProbe] = [
     MethodProbe(ChatMethods.PrivacyService.getRetentionPolicy),
     MethodProbe(ChatMethods.PrivacyService.setRetentionPolicy),
     MethodProbe(ChatMethods.PrivacyService.runRetentionSweep), MethodProbe(ChatMethods.PrivacyService.listAuditRecords),
+    MethodProbe(ChatMethods.PrivacyService.verifyAuditTrail),
 ]
 
 let matrixTenant = "a0000000-0000-4000-8000-000000000001"

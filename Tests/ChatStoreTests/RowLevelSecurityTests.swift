@@ -59,6 +59,15 @@ let tenantTables: [(table: String, insert: String)] = [
         """
     ),
     (
+        // Written only by the audit trigger (the owner): the privacy_audit rows above give each tenant its entry, and
+        // this insert, which adds nothing, is what the application role is refused.
+        "privacy_audit_chain",
+        """
+        INSERT INTO chat.privacy_audit_chain (tenant_id, seq, audit_id, digest, prev_hash, hash)
+        SELECT $1, 1, $3, '', '', '' WHERE $2::uuid IS NULL
+        """
+    ),
+    (
         "retention_policies",
         """
         INSERT INTO chat.retention_policies (tenant_id, message_retention_days, updated_by, updated_by_role)
@@ -82,7 +91,10 @@ let learnerScopedTables: Set<String> = [
 ]
 
 /// Tables that only privacy roles (tenant admin, privacy officer, service) may touch.
-let privacyTables: Set<String> = ["privacy_audit", "retention_policies", "legal_holds"]
+let privacyTables: Set<String> = ["privacy_audit", "privacy_audit_chain", "retention_policies", "legal_holds"]
+
+/// Tables the application role may only insert into (or, the chain, only read): UPDATE and DELETE are refused.
+let appendOnlyTables: Set<String> = ["privacy_audit", "privacy_audit_chain"]
 
 /// Tables whose rows belong to one caller of the tenant (`user_id` = `app.user_id`); the seeded rows are teacher-1's.
 let callerOwnedTables: Set<String> = ["idempotency_keys"]
@@ -183,6 +195,16 @@ struct RowLevelSecurityTests {
         defer { pool.shutdown() }
         let context = Fixture.admin(Fixture.tenantA)
         for (table, insert) in tenantTables {
+            if appendOnlyTables.contains(table) {
+                for statement in ["UPDATE chat.\(table) SET tenant_id = tenant_id", "DELETE FROM chat.\(table)"] {
+                    await #expect(throws: StorageError.self, "\(table): \(statement) was allowed") {
+                        try await pool.withTenantTransaction(context) { tx in
+                            _ = try tx.query(SQL(text: statement, binds: []))
+                        }
+                    }
+                }
+                continue
+            }
             let touched = try await pool.withTenantTransaction(context) { tx in
                 let updated = try tx.query(
                     SQL(
@@ -313,6 +335,8 @@ struct RowLevelSecurityTests {
                 let result = try tx.query(
                     SQL(text: "SELECT count(*) FROM chat.\(table) WHERE tenant_id = $1", binds: [Fixture.tenantA])
                 )
+                // Append-only tables refuse any update (checked in tenantIsolationWrites).
+                if appendOnlyTables.contains(table) { return (try result.int64(row: 0, column: 0)!, 0) }
                 let outOfScope = try tx.query(
                     SQL(
                         text:

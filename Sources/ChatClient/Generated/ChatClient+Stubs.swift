@@ -219,4 +219,12 @@ extension ChatClient {
     ) async throws -> ListAuditRecordsResponse {
         try await self.unary(ChatMethods.PrivacyService.listAuditRecords, request, options: options)
     }
+
+    /// Calls `/chat.v1.PrivacyService/VerifyAuditTrail`.
+    public func verifyAuditTrail(
+        _ request: VerifyAuditTrailRequest,
+        options: CallOptions = CallOptions()
+    ) async throws -> VerifyAuditTrailResponse {
+        try await self.unary(ChatMethods.PrivacyService.verifyAuditTrail, request, options: options)
+    }
 }

@@ -150,6 +150,10 @@ public enum ChatMethods {
         public static let listAuditRecords = ChatMethod<ListAuditRecordsRequest, ListAuditRecordsResponse>(
             path: "/chat.v1.PrivacyService/ListAuditRecords", kind: .unary
         )
+        /// `/chat.v1.PrivacyService/VerifyAuditTrail`
+        public static let verifyAuditTrail = ChatMethod<VerifyAuditTrailRequest, VerifyAuditTrailResponse>(
+            path: "/chat.v1.PrivacyService/VerifyAuditTrail", kind: .unary
+        )
     }
 
     /// Every method, for the method listing and for routing.
@@ -181,5 +185,6 @@ public enum ChatMethods {
         PrivacyService.setRetentionPolicy.info,
         PrivacyService.runRetentionSweep.info,
         PrivacyService.listAuditRecords.info,
+        PrivacyService.verifyAuditTrail.info,
     ]
 }

@@ -655,6 +655,88 @@ public struct ListAuditRecordsResponse: Hashable, Sendable {
     }
 }
 
+// MARK: - VerifyAuditTrailRequest
+
+/// The proto message `chat.v1.VerifyAuditTrailRequest`.
+public struct VerifyAuditTrailRequest: Hashable, Sendable {
+    /// Field 1, `anchor_seq`.
+    public var anchorSeq: UInt64 = 0
+
+    /// Creates a message with every field at its proto3 default.
+    public init() {}
+
+    /// Creates a message; every field defaults to its proto3 default.
+    public init(
+        anchorSeq: UInt64 = 0
+    ) {
+        self.anchorSeq = anchorSeq
+    }
+}
+
+// MARK: - AuditChainProblem
+
+/// The proto message `chat.v1.AuditChainProblem`.
+public struct AuditChainProblem: Hashable, Sendable {
+    /// Field 1, `seq`.
+    public var seq: UInt64 = 0
+    /// Field 2, `audit_id`.
+    public var auditId: String = ""
+    /// Field 3, `description`.
+    public var description: String = ""
+
+    /// Creates a message with every field at its proto3 default.
+    public init() {}
+
+    /// Creates a message; every field defaults to its proto3 default.
+    public init(
+        seq: UInt64 = 0,
+        auditId: String = "",
+        description: String = ""
+    ) {
+        self.seq = seq
+        self.auditId = auditId
+        self.description = description
+    }
+}
+
+// MARK: - VerifyAuditTrailResponse
+
+/// The proto message `chat.v1.VerifyAuditTrailResponse`.
+public struct VerifyAuditTrailResponse: Hashable, Sendable {
+    /// Field 1, `intact`.
+    public var intact: Bool = false
+    /// Field 2, `entries`.
+    public var entries: UInt64 = 0
+    /// Field 3, `head_seq`.
+    public var headSeq: UInt64 = 0
+    /// Field 4, `head_hash`.
+    public var headHash: [UInt8] = []
+    /// Field 5, `problems`.
+    public var problems: [AuditChainProblem] = []
+    /// Field 6, `anchor_hash`.
+    public var anchorHash: [UInt8] = []
+
+    /// Creates a message with every field at its proto3 default.
+    public init() {}
+
+    /// Creates a message; every field defaults to its proto3 default.
+    public init(
+        intact: Bool = false,
+        entries: UInt64 = 0,
+        headSeq: UInt64 = 0,
+        headHash: [UInt8] = [],
+        problems: [AuditChainProblem] = [],
+        anchorHash: [UInt8] = []
+    ) {
+        self.intact = intact
+        self.entries = entries
+        self.headSeq = headSeq
+        self.headHash = headHash
+        self.problems = problems
+        self.anchorHash = anchorHash
+    }
+}
+
 /// The proto enum `AuditKind`. Unknown values are kept as `.unrecognized`, as proto3 requires.
 public enum AuditKind: Hashable, Sendable, CaseIterable {
     /// `AUDIT_KIND_UNSPECIFIED` = 0
@@ -1578,5 +1660,106 @@ extension ListAuditRecordsResponse: ProtoMessage, CProtoBridged {
             c.pointee.records = try arena.array(self.records, of: UnsafeMutablePointer<Chat__V1__AuditRecord>?.self) { (v) throws(ProtoError) in try arena.message(v) }
         }
         if let v = self.page { c.pointee.page = try arena.message(v) }
+    }
+}
+
+extension VerifyAuditTrailRequest: ProtoMessage, CProtoBridged {
+    typealias CMessage = Chat__V1__VerifyAuditTrailRequest
+
+    /// The message's full proto name.
+    public static var protoName: String { "chat.v1.VerifyAuditTrailRequest" }
+
+    static var cDescriptor: UnsafePointer<ProtobufCMessageDescriptor> { chat_descriptor_chat__v1__verify_audit_trail_request() }
+
+    /// Decodes the message from its protobuf encoding; strings are validated as UTF-8 without NUL bytes.
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(ProtoError) {
+        self = try protoDecode(Self.self, bytes)
+    }
+
+    /// Builds the protobuf-c message, ready to pack into any output buffer.
+    public func packed() throws(ProtoError) -> PackedMessage {
+        try protoPack(self)
+    }
+
+    init(c: UnsafePointer<Chat__V1__VerifyAuditTrailRequest>) {
+        self.anchorSeq = c.pointee.anchor_seq
+    }
+
+    func fill(_ c: UnsafeMutablePointer<Chat__V1__VerifyAuditTrailRequest>, arena: ProtoArena) throws(ProtoError) {
+        protobuf_c_message_init(Self.cDescriptor, c)
+        c.pointee.anchor_seq = self.anchorSeq
+    }
+}
+
+extension AuditChainProblem: ProtoMessage, CProtoBridged {
+    typealias CMessage = Chat__V1__AuditChainProblem
+
+    /// The message's full proto name.
+    public static var protoName: String { "chat.v1.AuditChainProblem" }
+
+    static var cDescriptor: UnsafePointer<ProtobufCMessageDescriptor> { chat_descriptor_chat__v1__audit_chain_problem() }
+
+    /// Decodes the message from its protobuf encoding; strings are validated as UTF-8 without NUL bytes.
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(ProtoError) {
+        self = try protoDecode(Self.self, bytes)
+    }
+
+    /// Builds the protobuf-c message, ready to pack into any output buffer.
+    public func packed() throws(ProtoError) -> PackedMessage {
+        try protoPack(self)
+    }
+
+    init(c: UnsafePointer<Chat__V1__AuditChainProblem>) {
+        self.seq = c.pointee.seq
+        self.auditId = protoString(c.pointee.audit_id)
+        self.description = protoString(c.pointee.description)
+    }
+
+    func fill(_ c: UnsafeMutablePointer<Chat__V1__AuditChainProblem>, arena: ProtoArena) throws(ProtoError) {
+        protobuf_c_message_init(Self.cDescriptor, c)
+        c.pointee.seq = self.seq
+        c.pointee.audit_id = try arena.cString(self.auditId, field: "AuditChainProblem.audit_id")
+        c.pointee.description = try arena.cString(self.description, field: "AuditChainProblem.description")
+    }
+}
+
+extension VerifyAuditTrailResponse: ProtoMessage, CProtoBridged {
+    typealias CMessage = Chat__V1__VerifyAuditTrailResponse
+
+    /// The message's full proto name.
+    public static var protoName: String { "chat.v1.VerifyAuditTrailResponse" }
+
+    static var cDescriptor: UnsafePointer<ProtobufCMessageDescriptor> { chat_descriptor_chat__v1__verify_audit_trail_response() }
+
+    /// Decodes the message from its protobuf encoding; strings are validated as UTF-8 without NUL bytes.
+    public init(serializedBytes bytes: UnsafeRawBufferPointer) throws(ProtoError) {
+        self = try protoDecode(Self.self, bytes)
+    }
+
+    /// Builds the protobuf-c message, ready to pack into any output buffer.
+    public func packed() throws(ProtoError) -> PackedMessage {
+        try protoPack(self)
+    }
+
+    init(c: UnsafePointer<Chat__V1__VerifyAuditTrailResponse>) {
+        self.intact = (c.pointee.intact != 0)
+        self.entries = c.pointee.entries
+        self.headSeq = c.pointee.head_seq
+        self.headHash = protoBytes(c.pointee.head_hash)
+        self.problems = protoArray(c.pointee.problems, c.pointee.n_problems) { AuditChainProblem(c: $0!) }
+        self.anchorHash = protoBytes(c.pointee.anchor_hash)
+    }
+
+    func fill(_ c: UnsafeMutablePointer<Chat__V1__VerifyAuditTrailResponse>, arena: ProtoArena) throws(ProtoError) {
+        protobuf_c_message_init(Self.cDescriptor, c)
+        c.pointee.intact = (self.intact ? 1 : 0)
+        c.pointee.entries = self.entries
+        c.pointee.head_seq = self.headSeq
+        c.pointee.head_hash = arena.binary(self.headHash)
+        if !self.problems.isEmpty {
+            c.pointee.n_problems = self.problems.count
+            c.pointee.problems = try arena.array(self.problems, of: UnsafeMutablePointer<Chat__V1__AuditChainProblem>?.self) { (v) throws(ProtoError) in try arena.message(v) }
+        }
+        c.pointee.anchor_hash = arena.binary(self.anchorHash)
     }
 }

@@ -16,6 +16,9 @@
 static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__actor(void) {
     return &chat__v1__actor__descriptor;
 }
+static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__audit_chain_problem(void) {
+    return &chat__v1__audit_chain_problem__descriptor;
+}
 static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__audit_record(void) {
     return &chat__v1__audit_record__descriptor;
 }
@@ -255,6 +258,12 @@ static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__update
 }
 static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__update_thread_response(void) {
     return &chat__v1__update_thread_response__descriptor;
+}
+static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__verify_audit_trail_request(void) {
+    return &chat__v1__verify_audit_trail_request__descriptor;
+}
+static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__verify_audit_trail_response(void) {
+    return &chat__v1__verify_audit_trail_response__descriptor;
 }
 static inline const ProtobufCMessageDescriptor *chat_descriptor_chat__v1__watch_event(void) {
     return &chat__v1__watch_event__descriptor;

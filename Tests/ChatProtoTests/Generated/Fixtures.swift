@@ -15,6 +15,10 @@ enum Fixtures {
         Actor(userId: "user_id-ü€😀-1", role: Role(rawValue: 3))
     }
 
+    static func make_chat_v1_AuditChainProblem_0() -> AuditChainProblem {
+        AuditChainProblem(seq: 10000000024, auditId: "audit_id-ü€😀-2", description: "description-ü€😀-3")
+    }
+
     static func make_chat_v1_AuditRecord_0() -> AuditRecord {
         AuditRecord(id: "id-ü€😀-1", kind: AuditKind(rawValue: 3), actor: Actor(userId: "user_id-ü€😀-4", role: Role(rawValue: 6)), learnerId: "learner_id-ü€😀-4", startedAtUs: -5000000038, finishedAtUs: -6000000045, removed: RemovalCounts(threads: 40000000081, messages: 50000000100, messageEdits: 60000000119, readCursors: 70000000138, outboxPayloads: 80000000157), exportedRecords: 80000000157, outcome: "outcome-ü€😀-9", reason: "reason-ü€😀-10")
     }
@@ -379,6 +383,14 @@ enum Fixtures {
         UpdateThreadResponse(thread: Thread(id: "id-ü€😀-2", learnerId: "learner_id-ü€😀-3", title: "title-ü€😀-4", state: ThreadState(rawValue: 2), lastSeq: 60000000119, createdAtUs: -7000000052, lastActivityAtUs: -8000000059, createdBy: Actor(userId: "user_id-ü€😀-2", role: Role(rawValue: 4)), unreadCount: 100000000195, updatedAtUs: -11000000080, eventSeq: 120000000233))
     }
 
+    static func make_chat_v1_VerifyAuditTrailRequest_0() -> VerifyAuditTrailRequest {
+        VerifyAuditTrailRequest(anchorSeq: 10000000024)
+    }
+
+    static func make_chat_v1_VerifyAuditTrailResponse_0() -> VerifyAuditTrailResponse {
+        VerifyAuditTrailResponse(intact: true, entries: 20000000043, headSeq: 30000000062, headHash: [0x00, 0xff, 0x04, 0x04], problems: [AuditChainProblem(seq: 20000000043, auditId: "audit_id-ü€😀-3", description: "description-ü€😀-4"), AuditChainProblem(seq: 30000000062, auditId: "audit_id-ü€😀-4", description: "description-ü€😀-5")], anchorHash: [0x00, 0xff, 0x06, 0x06])
+    }
+
     static func make_chat_v1_WatchEvent_0() -> WatchEvent {
         WatchEvent(cursor: "cursor-ü€😀-10", seq: 110000000214, event: .head(StreamHead(headSeq: 20000000043, cursor: "cursor-ü€😀-3")))
     }
@@ -414,6 +426,7 @@ enum Fixtures {
     /// Every fixture, in order of full name and seed.
     static let all: [Fixture] = [
         Fixture(protoName: "chat.v1.Actor", seed: 0, value: make_chat_v1_Actor_0()),
+        Fixture(protoName: "chat.v1.AuditChainProblem", seed: 0, value: make_chat_v1_AuditChainProblem_0()),
         Fixture(protoName: "chat.v1.AuditRecord", seed: 0, value: make_chat_v1_AuditRecord_0()),
         Fixture(protoName: "chat.v1.CallHeader", seed: 0, value: make_chat_v1_CallHeader_0()),
         Fixture(protoName: "chat.v1.CallStatus", seed: 0, value: make_chat_v1_CallStatus_0()),
@@ -505,6 +518,8 @@ enum Fixtures {
         Fixture(protoName: "chat.v1.TraceContext", seed: 0, value: make_chat_v1_TraceContext_0()),
         Fixture(protoName: "chat.v1.UpdateThreadRequest", seed: 0, value: make_chat_v1_UpdateThreadRequest_0()),
         Fixture(protoName: "chat.v1.UpdateThreadResponse", seed: 0, value: make_chat_v1_UpdateThreadResponse_0()),
+        Fixture(protoName: "chat.v1.VerifyAuditTrailRequest", seed: 0, value: make_chat_v1_VerifyAuditTrailRequest_0()),
+        Fixture(protoName: "chat.v1.VerifyAuditTrailResponse", seed: 0, value: make_chat_v1_VerifyAuditTrailResponse_0()),
         Fixture(protoName: "chat.v1.WatchEvent", seed: 0, value: make_chat_v1_WatchEvent_0()),
         Fixture(protoName: "chat.v1.WatchEvent", seed: 1, value: make_chat_v1_WatchEvent_1()),
         Fixture(protoName: "chat.v1.WatchEvent", seed: 2, value: make_chat_v1_WatchEvent_2()),

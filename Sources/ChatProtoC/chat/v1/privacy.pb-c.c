@@ -1222,6 +1222,141 @@ void   chat__v1__list_audit_records_response__free_unpacked
   assert(message->base.descriptor == &chat__v1__list_audit_records_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   chat__v1__verify_audit_trail_request__init
+                     (Chat__V1__VerifyAuditTrailRequest         *message)
+{
+  static const Chat__V1__VerifyAuditTrailRequest init_value = CHAT__V1__VERIFY_AUDIT_TRAIL_REQUEST__INIT;
+  *message = init_value;
+}
+size_t chat__v1__verify_audit_trail_request__get_packed_size
+                     (const Chat__V1__VerifyAuditTrailRequest *message)
+{
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t chat__v1__verify_audit_trail_request__pack
+                     (const Chat__V1__VerifyAuditTrailRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t chat__v1__verify_audit_trail_request__pack_to_buffer
+                     (const Chat__V1__VerifyAuditTrailRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Chat__V1__VerifyAuditTrailRequest *
+       chat__v1__verify_audit_trail_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Chat__V1__VerifyAuditTrailRequest *)
+     protobuf_c_message_unpack (&chat__v1__verify_audit_trail_request__descriptor,
+                                allocator, len, data);
+}
+void   chat__v1__verify_audit_trail_request__free_unpacked
+                     (Chat__V1__VerifyAuditTrailRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   chat__v1__audit_chain_problem__init
+                     (Chat__V1__AuditChainProblem         *message)
+{
+  static const Chat__V1__AuditChainProblem init_value = CHAT__V1__AUDIT_CHAIN_PROBLEM__INIT;
+  *message = init_value;
+}
+size_t chat__v1__audit_chain_problem__get_packed_size
+                     (const Chat__V1__AuditChainProblem *message)
+{
+  assert(message->base.descriptor == &chat__v1__audit_chain_problem__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t chat__v1__audit_chain_problem__pack
+                     (const Chat__V1__AuditChainProblem *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &chat__v1__audit_chain_problem__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t chat__v1__audit_chain_problem__pack_to_buffer
+                     (const Chat__V1__AuditChainProblem *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &chat__v1__audit_chain_problem__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Chat__V1__AuditChainProblem *
+       chat__v1__audit_chain_problem__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Chat__V1__AuditChainProblem *)
+     protobuf_c_message_unpack (&chat__v1__audit_chain_problem__descriptor,
+                                allocator, len, data);
+}
+void   chat__v1__audit_chain_problem__free_unpacked
+                     (Chat__V1__AuditChainProblem *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &chat__v1__audit_chain_problem__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   chat__v1__verify_audit_trail_response__init
+                     (Chat__V1__VerifyAuditTrailResponse         *message)
+{
+  static const Chat__V1__VerifyAuditTrailResponse init_value = CHAT__V1__VERIFY_AUDIT_TRAIL_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t chat__v1__verify_audit_trail_response__get_packed_size
+                     (const Chat__V1__VerifyAuditTrailResponse *message)
+{
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t chat__v1__verify_audit_trail_response__pack
+                     (const Chat__V1__VerifyAuditTrailResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t chat__v1__verify_audit_trail_response__pack_to_buffer
+                     (const Chat__V1__VerifyAuditTrailResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Chat__V1__VerifyAuditTrailResponse *
+       chat__v1__verify_audit_trail_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Chat__V1__VerifyAuditTrailResponse *)
+     protobuf_c_message_unpack (&chat__v1__verify_audit_trail_response__descriptor,
+                                allocator, len, data);
+}
+void   chat__v1__verify_audit_trail_response__free_unpacked
+                     (Chat__V1__VerifyAuditTrailResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &chat__v1__verify_audit_trail_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor chat__v1__read_cursor__field_descriptors[4] =
 {
   {
@@ -2820,6 +2955,211 @@ const ProtobufCMessageDescriptor chat__v1__list_audit_records_response__descript
   (ProtobufCMessageInit) chat__v1__list_audit_records_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor chat__v1__verify_audit_trail_request__field_descriptors[1] =
+{
+  {
+    "anchor_seq",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__VerifyAuditTrailRequest, anchor_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned chat__v1__verify_audit_trail_request__field_indices_by_name[] = {
+  0,   /* field[0] = anchor_seq */
+};
+static const ProtobufCIntRange chat__v1__verify_audit_trail_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor chat__v1__verify_audit_trail_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "chat.v1.VerifyAuditTrailRequest",
+  "VerifyAuditTrailRequest",
+  "Chat__V1__VerifyAuditTrailRequest",
+  "chat.v1",
+  sizeof(Chat__V1__VerifyAuditTrailRequest),
+  1,
+  chat__v1__verify_audit_trail_request__field_descriptors,
+  chat__v1__verify_audit_trail_request__field_indices_by_name,
+  1,  chat__v1__verify_audit_trail_request__number_ranges,
+  (ProtobufCMessageInit) chat__v1__verify_audit_trail_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor chat__v1__audit_chain_problem__field_descriptors[3] =
+{
+  {
+    "seq",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__AuditChainProblem, seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "audit_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__AuditChainProblem, audit_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "description",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__AuditChainProblem, description),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned chat__v1__audit_chain_problem__field_indices_by_name[] = {
+  1,   /* field[1] = audit_id */
+  2,   /* field[2] = description */
+  0,   /* field[0] = seq */
+};
+static const ProtobufCIntRange chat__v1__audit_chain_problem__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor chat__v1__audit_chain_problem__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "chat.v1.AuditChainProblem",
+  "AuditChainProblem",
+  "Chat__V1__AuditChainProblem",
+  "chat.v1",
+  sizeof(Chat__V1__AuditChainProblem),
+  3,
+  chat__v1__audit_chain_problem__field_descriptors,
+  chat__v1__audit_chain_problem__field_indices_by_name,
+  1,  chat__v1__audit_chain_problem__number_ranges,
+  (ProtobufCMessageInit) chat__v1__audit_chain_problem__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor chat__v1__verify_audit_trail_response__field_descriptors[6] =
+{
+  {
+    "intact",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__VerifyAuditTrailResponse, intact),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entries",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__VerifyAuditTrailResponse, entries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "head_seq",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__VerifyAuditTrailResponse, head_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "head_hash",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__VerifyAuditTrailResponse, head_hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "problems",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Chat__V1__VerifyAuditTrailResponse, n_problems),
+    offsetof(Chat__V1__VerifyAuditTrailResponse, problems),
+    &chat__v1__audit_chain_problem__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "anchor_hash",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Chat__V1__VerifyAuditTrailResponse, anchor_hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned chat__v1__verify_audit_trail_response__field_indices_by_name[] = {
+  5,   /* field[5] = anchor_hash */
+  1,   /* field[1] = entries */
+  3,   /* field[3] = head_hash */
+  2,   /* field[2] = head_seq */
+  0,   /* field[0] = intact */
+  4,   /* field[4] = problems */
+};
+static const ProtobufCIntRange chat__v1__verify_audit_trail_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor chat__v1__verify_audit_trail_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "chat.v1.VerifyAuditTrailResponse",
+  "VerifyAuditTrailResponse",
+  "Chat__V1__VerifyAuditTrailResponse",
+  "chat.v1",
+  sizeof(Chat__V1__VerifyAuditTrailResponse),
+  6,
+  chat__v1__verify_audit_trail_response__field_descriptors,
+  chat__v1__verify_audit_trail_response__field_indices_by_name,
+  1,  chat__v1__verify_audit_trail_response__number_ranges,
+  (ProtobufCMessageInit) chat__v1__verify_audit_trail_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue chat__v1__audit_kind__enum_values_by_number[7] =
 {
   { "AUDIT_KIND_UNSPECIFIED", "CHAT__V1__AUDIT_KIND__AUDIT_KIND_UNSPECIFIED", 0 },
@@ -2858,7 +3198,7 @@ const ProtobufCEnumDescriptor chat__v1__audit_kind__descriptor =
   chat__v1__audit_kind__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor chat__v1__privacy_service__method_descriptors[9] =
+static const ProtobufCMethodDescriptor chat__v1__privacy_service__method_descriptors[10] =
 {
   { "ExportLearnerData", &chat__v1__export_learner_data_request__descriptor, &chat__v1__export_learner_data_response__descriptor },
   { "EraseLearnerData", &chat__v1__erase_learner_data_request__descriptor, &chat__v1__erase_learner_data_response__descriptor },
@@ -2869,6 +3209,7 @@ static const ProtobufCMethodDescriptor chat__v1__privacy_service__method_descrip
   { "SetRetentionPolicy", &chat__v1__set_retention_policy_request__descriptor, &chat__v1__set_retention_policy_response__descriptor },
   { "RunRetentionSweep", &chat__v1__run_retention_sweep_request__descriptor, &chat__v1__run_retention_sweep_response__descriptor },
   { "ListAuditRecords", &chat__v1__list_audit_records_request__descriptor, &chat__v1__list_audit_records_response__descriptor },
+  { "VerifyAuditTrail", &chat__v1__verify_audit_trail_request__descriptor, &chat__v1__verify_audit_trail_response__descriptor },
 };
 const unsigned chat__v1__privacy_service__method_indices_by_name[] = {
   1,        /* EraseLearnerData */
@@ -2879,7 +3220,8 @@ const unsigned chat__v1__privacy_service__method_indices_by_name[] = {
   2,        /* PlaceLegalHold */
   3,        /* ReleaseLegalHold */
   7,        /* RunRetentionSweep */
-  6         /* SetRetentionPolicy */
+  6,        /* SetRetentionPolicy */
+  9         /* VerifyAuditTrail */
 };
 const ProtobufCServiceDescriptor chat__v1__privacy_service__descriptor =
 {
@@ -2888,7 +3230,7 @@ const ProtobufCServiceDescriptor chat__v1__privacy_service__descriptor =
   "PrivacyService",
   "Chat__V1__PrivacyService",
   "chat.v1",
-  9,
+  10,
   chat__v1__privacy_service__method_descriptors,
   chat__v1__privacy_service__method_indices_by_name
 };
@@ -2963,6 +3305,14 @@ void chat__v1__privacy_service__list_audit_records(ProtobufCService *service,
 {
   assert(service->descriptor == &chat__v1__privacy_service__descriptor);
   service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void chat__v1__privacy_service__verify_audit_trail(ProtobufCService *service,
+                                                   const Chat__V1__VerifyAuditTrailRequest *input,
+                                                   Chat__V1__VerifyAuditTrailResponse_Closure closure,
+                                                   void *closure_data)
+{
+  assert(service->descriptor == &chat__v1__privacy_service__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void chat__v1__privacy_service__init (Chat__V1__PrivacyService_Service *service,
                                       Chat__V1__PrivacyService_ServiceDestroy destroy)

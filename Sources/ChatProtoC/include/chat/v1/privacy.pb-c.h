@@ -45,6 +45,9 @@ typedef struct Chat__V1__RunRetentionSweepRequest Chat__V1__RunRetentionSweepReq
 typedef struct Chat__V1__RunRetentionSweepResponse Chat__V1__RunRetentionSweepResponse;
 typedef struct Chat__V1__ListAuditRecordsRequest Chat__V1__ListAuditRecordsRequest;
 typedef struct Chat__V1__ListAuditRecordsResponse Chat__V1__ListAuditRecordsResponse;
+typedef struct Chat__V1__VerifyAuditTrailRequest Chat__V1__VerifyAuditTrailRequest;
+typedef struct Chat__V1__AuditChainProblem Chat__V1__AuditChainProblem;
+typedef struct Chat__V1__VerifyAuditTrailResponse Chat__V1__VerifyAuditTrailResponse;
 
 
 /* --- enums --- */
@@ -467,6 +470,78 @@ struct  Chat__V1__ListAuditRecordsResponse
 #define CHAT__V1__LIST_AUDIT_RECORDS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&chat__v1__list_audit_records_response__descriptor) \
     , 0,NULL, NULL }
+
+
+/*
+ * Verifies the tenant's audit trail: a hash chain in which every record, and every change of a record, is an entry
+ * that commits to the one before it (docs/PROTOCOL.md section 12).
+ */
+struct  Chat__V1__VerifyAuditTrailRequest
+{
+  ProtobufCMessage base;
+  /*
+   * When set: also return the hash of this entry (`anchor_hash`), to compare with a head recorded earlier.
+   */
+  uint64_t anchor_seq;
+};
+#define CHAT__V1__VERIFY_AUDIT_TRAIL_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&chat__v1__verify_audit_trail_request__descriptor) \
+    , 0 }
+
+
+/*
+ * One thing found wrong.
+ */
+struct  Chat__V1__AuditChainProblem
+{
+  ProtobufCMessage base;
+  /*
+   * the chain entry (0 when the record has none)
+   */
+  uint64_t seq;
+  /*
+   * the audit record concerned
+   */
+  char *audit_id;
+  /*
+   * e.g. "the record was altered after its newest chain entry"
+   */
+  char *description;
+};
+#define CHAT__V1__AUDIT_CHAIN_PROBLEM__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&chat__v1__audit_chain_problem__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Chat__V1__VerifyAuditTrailResponse
+{
+  ProtobufCMessage base;
+  /*
+   * no problem found
+   */
+  protobuf_c_boolean intact;
+  /*
+   * chain entries checked
+   */
+  uint64_t entries;
+  /*
+   * the newest entry
+   */
+  uint64_t head_seq;
+  /*
+   * its hash: keep it outside chatd; a later head must extend it
+   */
+  ProtobufCBinaryData head_hash;
+  size_t n_problems;
+  Chat__V1__AuditChainProblem **problems;
+  /*
+   * the hash of entry anchor_seq; empty when not asked or no such entry
+   */
+  ProtobufCBinaryData anchor_hash;
+};
+#define CHAT__V1__VERIFY_AUDIT_TRAIL_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&chat__v1__verify_audit_trail_response__descriptor) \
+    , 0, 0, 0, {0,NULL}, 0,NULL, {0,NULL} }
 
 
 /* Chat__V1__ReadCursor methods */
@@ -982,6 +1057,63 @@ Chat__V1__ListAuditRecordsResponse *
 void   chat__v1__list_audit_records_response__free_unpacked
                      (Chat__V1__ListAuditRecordsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Chat__V1__VerifyAuditTrailRequest methods */
+void   chat__v1__verify_audit_trail_request__init
+                     (Chat__V1__VerifyAuditTrailRequest         *message);
+size_t chat__v1__verify_audit_trail_request__get_packed_size
+                     (const Chat__V1__VerifyAuditTrailRequest   *message);
+size_t chat__v1__verify_audit_trail_request__pack
+                     (const Chat__V1__VerifyAuditTrailRequest   *message,
+                      uint8_t             *out);
+size_t chat__v1__verify_audit_trail_request__pack_to_buffer
+                     (const Chat__V1__VerifyAuditTrailRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Chat__V1__VerifyAuditTrailRequest *
+       chat__v1__verify_audit_trail_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   chat__v1__verify_audit_trail_request__free_unpacked
+                     (Chat__V1__VerifyAuditTrailRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Chat__V1__AuditChainProblem methods */
+void   chat__v1__audit_chain_problem__init
+                     (Chat__V1__AuditChainProblem         *message);
+size_t chat__v1__audit_chain_problem__get_packed_size
+                     (const Chat__V1__AuditChainProblem   *message);
+size_t chat__v1__audit_chain_problem__pack
+                     (const Chat__V1__AuditChainProblem   *message,
+                      uint8_t             *out);
+size_t chat__v1__audit_chain_problem__pack_to_buffer
+                     (const Chat__V1__AuditChainProblem   *message,
+                      ProtobufCBuffer     *buffer);
+Chat__V1__AuditChainProblem *
+       chat__v1__audit_chain_problem__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   chat__v1__audit_chain_problem__free_unpacked
+                     (Chat__V1__AuditChainProblem *message,
+                      ProtobufCAllocator *allocator);
+/* Chat__V1__VerifyAuditTrailResponse methods */
+void   chat__v1__verify_audit_trail_response__init
+                     (Chat__V1__VerifyAuditTrailResponse         *message);
+size_t chat__v1__verify_audit_trail_response__get_packed_size
+                     (const Chat__V1__VerifyAuditTrailResponse   *message);
+size_t chat__v1__verify_audit_trail_response__pack
+                     (const Chat__V1__VerifyAuditTrailResponse   *message,
+                      uint8_t             *out);
+size_t chat__v1__verify_audit_trail_response__pack_to_buffer
+                     (const Chat__V1__VerifyAuditTrailResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Chat__V1__VerifyAuditTrailResponse *
+       chat__v1__verify_audit_trail_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   chat__v1__verify_audit_trail_response__free_unpacked
+                     (Chat__V1__VerifyAuditTrailResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Chat__V1__ReadCursor_Closure)
@@ -1065,6 +1197,15 @@ typedef void (*Chat__V1__ListAuditRecordsRequest_Closure)
 typedef void (*Chat__V1__ListAuditRecordsResponse_Closure)
                  (const Chat__V1__ListAuditRecordsResponse *message,
                   void *closure_data);
+typedef void (*Chat__V1__VerifyAuditTrailRequest_Closure)
+                 (const Chat__V1__VerifyAuditTrailRequest *message,
+                  void *closure_data);
+typedef void (*Chat__V1__AuditChainProblem_Closure)
+                 (const Chat__V1__AuditChainProblem *message,
+                  void *closure_data);
+typedef void (*Chat__V1__VerifyAuditTrailResponse_Closure)
+                 (const Chat__V1__VerifyAuditTrailResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1108,6 +1249,10 @@ struct Chat__V1__PrivacyService_Service
                              const Chat__V1__ListAuditRecordsRequest *input,
                              Chat__V1__ListAuditRecordsResponse_Closure closure,
                              void *closure_data);
+  void (*verify_audit_trail)(Chat__V1__PrivacyService_Service *service,
+                             const Chat__V1__VerifyAuditTrailRequest *input,
+                             Chat__V1__VerifyAuditTrailResponse_Closure closure,
+                             void *closure_data);
 };
 typedef void (*Chat__V1__PrivacyService_ServiceDestroy)(Chat__V1__PrivacyService_Service *);
 void chat__v1__privacy_service__init (Chat__V1__PrivacyService_Service *service,
@@ -1124,7 +1269,8 @@ void chat__v1__privacy_service__init (Chat__V1__PrivacyService_Service *service,
       function_prefix__ ## get_retention_policy,\
       function_prefix__ ## set_retention_policy,\
       function_prefix__ ## run_retention_sweep,\
-      function_prefix__ ## list_audit_records  }
+      function_prefix__ ## list_audit_records,\
+      function_prefix__ ## verify_audit_trail  }
 void chat__v1__privacy_service__export_learner_data(ProtobufCService *service,
                                                     const Chat__V1__ExportLearnerDataRequest *input,
                                                     Chat__V1__ExportLearnerDataResponse_Closure closure,
@@ -1161,6 +1307,10 @@ void chat__v1__privacy_service__list_audit_records(ProtobufCService *service,
                                                    const Chat__V1__ListAuditRecordsRequest *input,
                                                    Chat__V1__ListAuditRecordsResponse_Closure closure,
                                                    void *closure_data);
+void chat__v1__privacy_service__verify_audit_trail(ProtobufCService *service,
+                                                   const Chat__V1__VerifyAuditTrailRequest *input,
+                                                   Chat__V1__VerifyAuditTrailResponse_Closure closure,
+                                                   void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1192,6 +1342,9 @@ extern const ProtobufCMessageDescriptor chat__v1__run_retention_sweep_request__d
 extern const ProtobufCMessageDescriptor chat__v1__run_retention_sweep_response__descriptor;
 extern const ProtobufCMessageDescriptor chat__v1__list_audit_records_request__descriptor;
 extern const ProtobufCMessageDescriptor chat__v1__list_audit_records_response__descriptor;
+extern const ProtobufCMessageDescriptor chat__v1__verify_audit_trail_request__descriptor;
+extern const ProtobufCMessageDescriptor chat__v1__audit_chain_problem__descriptor;
+extern const ProtobufCMessageDescriptor chat__v1__verify_audit_trail_response__descriptor;
 extern const ProtobufCServiceDescriptor chat__v1__privacy_service__descriptor;
 
 PROTOBUF_C__END_DECLS
