@@ -8,11 +8,14 @@ internal import Synchronization
 ///
 /// A bearer token in `authorization` is verified and becomes the principal. Without a token, a caller with a
 /// verified client certificate whose common name is `service:<name>` is a service principal; it names the tenant it
-/// acts for in the `tenant-id` metadata entry. The method's entry in `AuthorizationTable` decides: public methods need
+/// acts for in the `tenant-id` metadata entry. A service principal (certificate, or token with the `service` role)
+/// may act only for the tenants `ServiceTenants` allows it; a call for another is PERMISSION_DENIED, and every call
+/// of a service that may act for several tenants is logged with its tenant. The method's entry in `AuthorizationTable` decides: public methods need
 /// nothing, unknown methods are refused, and a missing permission is PERMISSION_DENIED naming the permission. The
 /// principal is attached to the call context (`context.principal`) for the handler and the storage layer.
 public struct AuthInterceptor: ServerInterceptor {
     let verifier: TokenVerifier
+    let serviceTenants: ServiceTenants
     let clock: @Sendable () -> Int64
     let verified = VerifiedTokens(capacity: 4096)
 
@@ -20,9 +23,11 @@ public struct AuthInterceptor: ServerInterceptor {
     ///
     /// - Parameters:
     ///   - verifier: the token verifier.
+    ///   - serviceTenants: the tenants each service principal may act for (none, unless listed).
     ///   - clock: the current time in seconds since the epoch (tests pass a fixed one).
-    public init(verifier: TokenVerifier, clock: (@Sendable () -> Int64)? = nil) {
+    public init(verifier: TokenVerifier, serviceTenants: ServiceTenants, clock: (@Sendable () -> Int64)? = nil) {
         self.verifier = verifier
+        self.serviceTenants = serviceTenants
         self.clock = clock ?? { Int64(Date().timeIntervalSince1970) }
     }
 
@@ -41,6 +46,25 @@ public struct AuthInterceptor: ServerInterceptor {
             permission = required
         }
         let principal = try self.authenticate(context)
+        if principal.role == .service {
+            let service = Self.serviceName(principal.userID)
+            guard self.serviceTenants.allows(service, tenant: principal.tenantID) else {
+                context.logger.warning(
+                    "service refused for a tenant it may not act for",
+                    metadata: ["service": "\(service)", "tenant.id": "\(principal.tenantID)"]
+                )
+                throw AuthError(
+                    .permissionDenied,
+                    "the service \(service) may not act for tenant \(principal.tenantID) (see chatd --service-tenants)"
+                )
+            }
+            if self.serviceTenants.isCrossTenant(service) {
+                context.logger.info(
+                    "cross-tenant service call",
+                    metadata: ["service": "\(service)", "tenant.id": "\(principal.tenantID)"]
+                )
+            }
+        }
         guard principal.permissions.contains(permission) else {
             throw AuthError(
                 .permissionDenied,
@@ -87,6 +111,13 @@ public struct AuthInterceptor: ServerInterceptor {
             )
         }
         throw AuthError(.unauthenticated, "this method needs a bearer token or a service certificate")
+    }
+}
+
+extension AuthInterceptor {
+    /// A service principal's name: its certificate's common name without `service:`, or its token's `sub`.
+    static func serviceName(_ userID: String) -> String {
+        userID.hasPrefix("service:") ? String(userID.dropFirst(8)) : userID
     }
 }
 

@@ -44,6 +44,13 @@ struct Serve: AsyncParsableCommand {
     )
     var sealKeys: String
 
+    @Option(
+        name: .customLong("service-tenants"),
+        help:
+            "File of the tenants each service principal may act for: lines \"<service> <tenant>[,<tenant>...]\" or \"<service> *\" (default: none may)."
+    )
+    var serviceTenants: String?
+
     @Option(name: .customLong("auth-issuer"), help: "The required iss of bearer tokens.")
     var issuer: String
 
@@ -275,6 +282,16 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("cannot read --token-seal-keys \(self.sealKeys)")
         }
         let tokens = SealedTokens(sealer: try TokenSealer(keyFile: sealKeyText))
+        var serviceTenants = ServiceTenants.none
+        if let path = self.serviceTenants {
+            guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) })
+            else {
+                throw ValidationError("cannot read --service-tenants \(path)")
+            }
+            serviceTenants = try ServiceTenants(file: text)
+        } else {
+            logger.notice("no --service-tenants: service principals may act for no tenant")
+        }
         guard self.idempotencyWindow >= 1 else { throw ValidationError("--idempotency-window must be at least 1") }
         let window = Duration.seconds(self.idempotencyWindow)
         ThreadService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
@@ -296,7 +313,7 @@ struct Serve: AsyncParsableCommand {
             configuration: try self.serverConfiguration(host: String(host), port: port, tls: tls),
             router: router,
             interceptors: [
-                AuthInterceptor(verifier: verifier),
+                AuthInterceptor(verifier: verifier, serviceTenants: serviceTenants),
                 RateLimitInterceptor(
                     limiter: RateLimiter(
                         configuration: .init(

@@ -58,7 +58,15 @@ struct AuthorizationMatrixTests {
             audience: "chatd"
         )
         return try await TestServer(
-            interceptors: [AuthInterceptor(verifier: verifier, clock: { matrixNow })],
+            interceptors: [
+                AuthInterceptor(
+                    verifier: verifier,
+                    serviceTenants: ServiceTenants(allowances: [
+                        "dev-client": .tenants([matrixTenant]), "user-service": .tenants([matrixTenant]),
+                    ]),
+                    clock: { matrixNow }
+                )
+            ],
             routes: { router in for method in protectedMethods { method.register(&router) } },
             configure: { $0.tls = try! TestCertificates.server(clientCA: true) }
         )
@@ -122,6 +130,35 @@ struct AuthorizationMatrixTests {
         try await server.stop()
     }
 
+    @Test("a service token may act only for the tenants --service-tenants lists; an unlisted service for none")
+    func serviceTokens() async throws {
+        let server = try await Self.server()
+        let client = try server.makeClient()
+        func token(sub: String, tenant: String) throws -> CallOptions {
+            CallOptions(
+                authorization: "Bearer "
+                    + (try Self.signer.sign(claims: [
+                        "iss": "https://id.test", "aud": "chatd", "sub": sub, "tenant_id": tenant, "role": "service",
+                        "exp": matrixNow + 600,
+                    ]))
+            )
+        }
+        let probe = MethodProbe(ChatMethods.EventService.subscribeEvents)
+        try await probe.call(client, try token(sub: "user-service", tenant: matrixTenant))
+        for (sub, tenant) in [
+            ("user-service", "b0000000-0000-4000-8000-000000000002"), ("stranger", matrixTenant),
+        ] {
+            await #expect("\(sub) for \(tenant)") {
+                try await probe.call(client, try token(sub: sub, tenant: tenant))
+            } throws: { error in
+                let error = error as? RPCError
+                return error?.code == .permissionDenied && error?.notProcessed == true
+            }
+        }
+        await client.close()
+        try await server.stop()
+    }
+
     @Test("mTLS: a service certificate is a service principal for the tenant named in tenant-id metadata")
     func serviceCertificate() async throws {
         let server = try await Self.server()
@@ -138,6 +175,17 @@ struct AuthorizationMatrixTests {
             try await MethodProbe(ChatMethods.PrivacyService.eraseLearnerData).call(client, tenant)
         } throws: { error in
             (error as? RPCError)?.code == .permissionDenied
+        }
+        // Another tenant than the one this service may act for: refused, not processed.
+        let elsewhere = CallOptions(
+            metadata: [MetadataEntry(key: "tenant-id", value: Array("b0000000-0000-4000-8000-000000000002".utf8))]
+        )
+        await #expect {
+            try await MethodProbe(ChatMethods.EventService.subscribeEvents).call(client, elsewhere)
+        } throws: { error in
+            let error = error as? RPCError
+            return error?.code == .permissionDenied && error?.notProcessed == true
+                && error?.message.contains("may not act for tenant") == true
         }
         // Without the tenant, or with a malformed one: refused.
         for options in [

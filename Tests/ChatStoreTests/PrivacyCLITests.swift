@@ -59,11 +59,32 @@ struct PrivacyCLITests {
             }
         }
 
+        // One more thread of 3,000 messages of 200 bytes, written directly: the export is larger than the server
+        // buffers for one stream (256 KiB), so the interrupted export below is still running when its client goes away
+        // (a small one could be sent, and completed, before the server notices).
+        let bulkMessages = 3000
+        _ = try await superuserQuery(
+            harness.database,
+            """
+            WITH t AS (
+                INSERT INTO chat.threads (tenant_id, learner_id, title, last_seq, event_seq, created_by, created_by_role)
+                VALUES ('\(Fixture.tenantA)', '\(Fixture.learnerA1)', 'Bulk', \(bulkMessages), \(bulkMessages), 'seed',
+                        'teacher')
+                RETURNING tenant_id, id, learner_id
+            )
+            INSERT INTO chat.messages (tenant_id, thread_id, seq, learner_id, author_id, author_role, body,
+                                       idempotency_key, event_seq)
+            SELECT t.tenant_id, t.id, g, t.learner_id, 'seed', 'teacher', repeat('b', 200), 'bulk-' || g, g
+            FROM t, generate_series(1, \(bulkMessages)) g
+            """
+        )
+
         // A complete export.
         let full = "\(directory)/full.jsonl"
         #expect(try await chatctl(["export", "--learner", Fixture.learnerA1, "--out", full]).contains("records"))
         let complete = try records(full)
-        let expected = seeded.threads.count + seeded.messages + seeded.threads.count + seeded.readCursors + 1
+        let expected =
+            seeded.threads.count + seeded.messages + seeded.threads.count + seeded.readCursors + 1 + 1 + bulkMessages
         #expect(complete.count == expected, "threads, messages, one edit history per thread, cursors, summary")
         #expect(complete.last?["type"] as? String == "summary")
         #expect(Set(complete.map(recordKey)).count == complete.count)

@@ -32,7 +32,14 @@ final class ServiceHarness: Sendable {
         poolSize: Int = 8,
         exportPageSize: Int = 500,
         sealer: TokenSealer? = nil,
-        idempotencyWindow: Duration = Idempotency.defaultWindow
+        idempotencyWindow: Duration = Idempotency.defaultWindow,
+        // The service names the suites use; each may act for the two fixture tenants.
+        serviceTenants: ServiceTenants = ServiceTenants(allowances: [
+            "indexer": .tenants([Fixture.tenantA, Fixture.tenantB]),
+            "indexer-2": .tenants([Fixture.tenantA, Fixture.tenantB]),
+            "caller-service": .tenants([Fixture.tenantA, Fixture.tenantB]),
+            "service-1": .tenants([Fixture.tenantA, Fixture.tenantB]),
+        ])
     ) async throws {
         if let database {
             self.database = database
@@ -78,7 +85,7 @@ final class ServiceHarness: Sendable {
         self.server = ChatServer(
             configuration: .init(host: "127.0.0.1", port: 0, tls: tls),
             router: router,
-            interceptors: [AuthInterceptor(verifier: verifier)]
+            interceptors: [AuthInterceptor(verifier: verifier, serviceTenants: serviceTenants)]
                 + (rateLimit.map { [RateLimitInterceptor(limiter: RateLimiter(configuration: $0))] } ?? [])
                 + [DatabaseBudgetInterceptor()],
             group: self.group,
