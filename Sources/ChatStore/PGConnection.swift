@@ -208,7 +208,8 @@ public final class PGConnection {
         guard syncStatus == PGRES_PIPELINE_SYNC else {
             throw self.connectionError(handle, "the pipeline did not end in a sync")
         }
-        complete = true
+        // A protocol violation (08P01) leaves the session's state unknown: the connection is not reused.
+        complete = firstError?.sqlState != protocolViolationState
         if let firstError { throw firstError }
         return results
     }
@@ -257,6 +258,7 @@ public final class PGConnection {
         default:
             let error = self.resultError(handle, result)
             PQclear(result)
+            if error.sqlState == protocolViolationState { self.discard() }
             throw error
         }
     }
@@ -274,6 +276,9 @@ public final class PGConnection {
         StorageError(code: .connectionFailed, detail: "\(context): \(String(cString: PQerrorMessage(handle)))")
     }
 }
+
+/// SQLSTATE 08P01, a protocol violation on a live connection: it is closed rather than reused.
+private let protocolViolationState = "08P01"
 
 /// SQLSTATEs that mean the session is gone: administrator shutdown, crash shutdown, cannot connect now, and the
 /// connection failures of class 08 (but not 08P01, a protocol violation on a live connection).
