@@ -206,6 +206,7 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "ChatTestSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
             path: "Tests/ChatTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -9,8 +9,10 @@ public import ChatStore
 /// kept in PostgreSQL under row-level security.
 ///
 /// The first attempt's key row is inserted by its mutation's own transaction, which commits only with the outcome
-/// in that row (`IdempotencyClaim`): so an attempt either took effect and stored its outcome, or did neither. A
-/// failure before any effect that a retry would only repeat (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
+/// in that row (`IdempotencyClaim`): so an attempt either took effect and stored its outcome, or did neither. When
+/// the handler refuses after its transaction ran (a legal hold blocks an erasure), that transaction commits with the
+/// refusal as the outcome, as it would have without a key. A failure before any effect that a retry would only
+/// repeat (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
 /// PERMISSION_DENIED, FAILED_PRECONDITION, OUT_OF_RANGE) is stored too; one a retry may cure (UNAVAILABLE,
 /// DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, CANCELLED, INTERNAL) is not, so the retry runs.
 public struct Idempotency: Sendable {
@@ -55,34 +57,46 @@ public struct Idempotency: Sendable {
         do {
             response = try await IdempotencyClaim.$current.withValue(claim) { try await handler(request, context) }
         } catch {
+            let final = (error as? any ChatStatusConvertible)?.rpcError.callStatus
+            if let final, Self.finalCodes.contains(final.code), claim.isHolding {
+                // The handler decided after its transaction ran (a legal hold refused an erasure, say): what that
+                // transaction did (the refusal's audit record) commits, with this status as the key's outcome.
+                try await Self.commit(claim, status: try final.serializedBytes(), response: nil)
+                throw error
+            }
             await claim.rollback()
             if claim.conflicted {
                 // Another attempt with the key committed while this one waited for it: its outcome is the answer.
                 return try await self.awaitStored(tenant, key, method: method.path, hash: hash)
             }
-            if let status = (error as? any ChatStatusConvertible)?.rpcError, Self.finalCodes.contains(status.code) {
-                try? await self.store(tenant, claim, status: status.callStatus, response: nil)
+            if let final, Self.finalCodes.contains(final.code) {
+                try? await self.store(tenant, claim, status: final, response: nil)
             }
             throw error
         }
         let ok = try CallStatus(code: .ok).serializedBytes()
         let bytes = try response.serializedBytes()
         if claim.isHolding {
-            do {
-                try await claim.commit(status: ok, response: bytes)
-            } catch {
-                throw RPCError(
-                    .unavailable,
-                    "the outcome of this call is unknown (the database went away at commit); retry with the same "
-                        + "idempotency key",
-                    details: [StatusDetail(detail: .retryInfo(RetryInfo(retryAfterMs: 200)))]
-                )
-            }
+            try await Self.commit(claim, status: ok, response: bytes)
         } else {
             // The handler wrote nothing through a tenant transaction: store the outcome on its own.
             try await self.store(tenant, claim, status: CallStatus(code: .ok), response: bytes)
         }
         return response
+    }
+
+    /// Commits the claim's transaction with the outcome; a failure there leaves the outcome unknown.
+    static func commit(_ claim: IdempotencyClaim, status: [UInt8], response: [UInt8]?) async throws {
+        do {
+            try await claim.commit(status: status, response: response)
+        } catch {
+            throw RPCError(
+                .unavailable,
+                "the outcome of this call is unknown (the database went away at commit); retry with the same "
+                    + "idempotency key",
+                details: [StatusDetail(detail: .retryInfo(RetryInfo(retryAfterMs: 200)))]
+            )
+        }
     }
 
     /// A stored outcome.

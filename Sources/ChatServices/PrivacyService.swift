@@ -268,16 +268,19 @@ public struct PrivacyService: Sendable {
             self.logger.notice("export completed", metadata: ["audit": "\(auditID)", "records": "\(sent)"])
         } catch {
             // The caller resumes from the last record it received; the audit record says how far this run got.
-            // Recorded outside this (possibly cancelled) task.
+            // Recorded outside this (possibly cancelled) task, and outside the call's deadline (which may be why
+            // it stopped): the pool's own bounds apply.
             let records = sent
             let repository = self.repository
             await Task {
-                try? await repository.finishExport(
-                    tenant,
-                    auditID: auditID,
-                    records: records,
-                    outcome: "partial: stopped after \(records) records"
-                )
+                await DatabaseBudget.$current.withValue(nil) {
+                    try? await repository.finishExport(
+                        tenant,
+                        auditID: auditID,
+                        records: records,
+                        outcome: "partial: stopped after \(records) records"
+                    )
+                }
             }.value
             self.logger.warning(
                 "export stopped",
@@ -442,7 +445,11 @@ public struct RetentionSweeper: Sendable {
         } catch {
             let outcome = "failed: \(Self.describe(error))"
             let repository = self.repository
-            await Task { try? await repository.finishRetentionRun(context, run: run, outcome: outcome) }.value
+            await Task {
+                await DatabaseBudget.$current.withValue(nil) {
+                    try? await repository.finishRetentionRun(context, run: run, outcome: outcome)
+                }
+            }.value
             metadata["error"] = "\(outcome)"
             metadata["messages"] = "\(removed.messages)"
             self.logger.error("retention run failed", metadata: metadata)

@@ -97,6 +97,11 @@ public final class PGPool: @unchecked Sendable {
     private var threads: [Thread] = []
     private var liveThreads = 0
     private var health = ConnectionHealth()
+    /// When the reaper next looks by itself (nil: only when woken); guarded by `condition`.
+    private var reaperTarget: ContinuousClock.Instant?
+    /// The reaper sleeps on a condition of its own, so that waking a worker never wakes it and the reverse.
+    private let reaperWake = NSCondition()
+    private var reaperWoken = false
 
     /// The bounds.
     public let configuration: Configuration
@@ -202,9 +207,11 @@ public final class PGPool: @unchecked Sendable {
                     return
                 }
                 self.queue.append(job)
-                // A worker for the job; the reaper for its deadline.
-                self.condition.broadcast()
+                // One worker for the job; the reaper only when this deadline comes before the one it waits for.
+                self.condition.signal()
+                let wakeReaper = self.reaperTarget.map { admission < $0 } ?? true
                 self.condition.unlock()
+                if wakeReaper { self.wakeReaper() }
             }
         } onCancel: {
             self.cancel(id)
@@ -220,11 +227,17 @@ public final class PGPool: @unchecked Sendable {
             job.fail(CancellationError())
             return
         }
-        if let job = self.running[id] {
-            job.cancelRequested = true
-            self.condition.broadcast()
-        }
+        let running = self.running[id]
+        running?.cancelRequested = true
         self.condition.unlock()
+        if running != nil { self.wakeReaper() }
+    }
+
+    private func wakeReaper() {
+        self.reaperWake.lock()
+        self.reaperWoken = true
+        self.reaperWake.signal()
+        self.reaperWake.unlock()
     }
 
     /// Stops the threads after the queued work is done and closes every connection. Idempotent.
@@ -232,6 +245,9 @@ public final class PGPool: @unchecked Sendable {
         self.condition.lock()
         self.isShutDown = true
         self.condition.broadcast()
+        self.condition.unlock()
+        self.wakeReaper()
+        self.condition.lock()
         while self.liveThreads > 0 && !self.threads.contains(where: { $0 == Thread.current }) {
             self.condition.wait()
         }
@@ -247,11 +263,12 @@ public final class PGPool: @unchecked Sendable {
                 self.condition.wait()
             }
             guard let job = self.queue.popFirst() else {
-                // Shut down and drained.
+                // Shut down and drained: the reaper may be the last one waiting for that.
                 self.liveThreads -= 1
                 self.condition.broadcast()
                 self.condition.unlock()
                 connection?.close()
+                self.wakeReaper()
                 return
             }
             let now = ContinuousClock.now
@@ -290,19 +307,23 @@ public final class PGPool: @unchecked Sendable {
                 1,
                 Int(ContinuousClock.now.duration(to: statementDeadline) / .milliseconds(1))
             )
-            self.condition.withLock {
+            let wakeReaper = self.condition.withLock {
                 job.connection = current
                 job.statementDeadline = statementDeadline
-                // The reaper learns of the statement's deadline.
-                self.condition.broadcast()
+                return self.reaperTarget.map { statementDeadline.advanced(by: .milliseconds(200)) < $0 } ?? true
             }
+            if wakeReaper { self.wakeReaper() }
             let resume = job.run(.success(current))
             current.statementTimeoutMilliseconds = nil
             // Out of `running` before the next job: the reaper never cancels a statement of another call.
             self.condition.lock()
             self.running[job.id] = nil
             job.connection = nil
-            while job.cancelInFlight { self.condition.wait() }
+            while job.cancelInFlight {
+                // A job's signal that reached this waiting worker goes on to an idle one.
+                if !self.queue.isEmpty { self.condition.signal() }
+                self.condition.wait()
+            }
             self.condition.unlock()
             if !current.isHealthy {
                 current.close()
@@ -322,8 +343,14 @@ public final class PGPool: @unchecked Sendable {
     /// Expires queued jobs past their admission deadline, and cancels running statements that were cancelled or
     /// ran past their deadline (`PQcancel` blocks while it connects, so it runs here, never on the caller's thread).
     private func reaperLoop() {
-        self.condition.lock()
-        while !(self.isShutDown && self.queue.isEmpty && self.running.isEmpty) {
+        while true {
+            self.condition.lock()
+            if self.isShutDown && self.queue.isEmpty && self.running.isEmpty {
+                self.liveThreads -= 1
+                self.condition.broadcast()
+                self.condition.unlock()
+                return
+            }
             let now = ContinuousClock.now
             var expired: [Job] = []
             self.queue.removeAll { job in
@@ -348,23 +375,38 @@ public final class PGPool: @unchecked Sendable {
                 for (_, connection) in toCancel { connection.cancelRunningStatement() }
                 self.condition.lock()
                 for (job, _) in toCancel { job.cancelInFlight = false }
+                // The workers of those jobs wait for their cancel requests to be sent.
                 self.condition.broadcast()
+                self.condition.unlock()
                 continue
             }
             let cancels = self.running.values.compactMap { job in
                 job.cancelSent ? nil : job.statementDeadline?.advanced(by: .milliseconds(200))
             }
-            let next = (self.queue.map(\.admissionDeadline) + cancels).min()
-            if let next {
-                let wait = now.duration(to: next)
-                _ = self.condition.wait(until: Date().addingTimeInterval(max(0.001, wait / .seconds(1))))
-            } else {
-                self.condition.wait()
+            // A cancel requested before its job had a connection is looked at again soon.
+            let pending = self.running.values.contains { $0.cancelRequested && !$0.cancelSent }
+            let next =
+                (self.queue.map(\.admissionDeadline) + cancels + (pending ? [now.advanced(by: .milliseconds(20))] : []))
+                .min()
+            self.reaperTarget = next
+            // Shutting down: look again soon, whoever wakes the reaper or not, until the workers are done.
+            let shuttingDown = self.isShutDown
+            self.condition.unlock()
+
+            self.reaperWake.lock()
+            if !self.reaperWoken {
+                if shuttingDown {
+                    _ = self.reaperWake.wait(until: Date().addingTimeInterval(0.02))
+                } else if let next {
+                    let wait = max(0.001, now.duration(to: next) / .seconds(1))
+                    _ = self.reaperWake.wait(until: Date().addingTimeInterval(wait))
+                } else {
+                    self.reaperWake.wait()
+                }
             }
+            self.reaperWoken = false
+            self.reaperWake.unlock()
         }
-        self.liveThreads -= 1
-        self.condition.broadcast()
-        self.condition.unlock()
     }
 
     private func admissionTimeout(_ job: Job) -> StorageError {

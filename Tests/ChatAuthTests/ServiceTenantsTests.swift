@@ -1,35 +1,9 @@
 import ChatAuth
 import ChatProto
 import ChatRPC
+import ChatTestSupport
 import Logging
-import Synchronization
 import Testing
-
-/// Log lines at info and above.
-private final class Lines: Sendable {
-    let lines = Mutex<[String]>([])
-
-    var logger: Logger {
-        Logger(label: "lines") { _ in Handler(lines: self) }
-    }
-
-    struct Handler: LogHandler {
-        let lines: Lines
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .info
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { self.metadata[key] }
-            set { self.metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            var all = self.metadata
-            for (key, value) in event.metadata ?? [:] { all[key] = value }
-            self.lines.lines.withLock { $0.append("\(event.message) \(all.sorted { $0.key < $1.key })") }
-        }
-    }
-}
 
 @Suite("Service tenants: which tenants each service principal may act for")
 struct ServiceTenantsTests {
@@ -69,7 +43,7 @@ struct ServiceTenantsTests {
             ]),
             clock: { 1_800_000_000 }
         )
-        let lines = Lines()
+        let log = RecordingLog()
         func call(_ sub: String, _ tenant: String) async -> Bool {
             let token = try! signer.sign(claims: [
                 "iss": "t", "aud": "chatd", "sub": sub, "tenant_id": tenant, "role": "service", "exp": 1_800_000_600,
@@ -83,7 +57,7 @@ struct ServiceTenantsTests {
                 ),
                 peerIdentity: nil,
                 deadline: nil,
-                logger: lines.logger
+                logger: log.logger()
             )
             do {
                 try await interceptor.intercept(context) { _ in }
@@ -95,7 +69,7 @@ struct ServiceTenantsTests {
         #expect(await call("mailer", Self.b))
         #expect(await call("one", Self.a))
         #expect(!(await call("one", Self.b)))
-        let logged = lines.lines.withLock { $0 }
+        let logged = log.lines.map { "\($0.message) \($0.metadata.sorted { $0.key < $1.key })" }
         #expect(logged.filter { $0.hasPrefix("cross-tenant service call") }.count == 1)
         #expect(
             logged.contains {

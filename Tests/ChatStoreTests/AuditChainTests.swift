@@ -197,26 +197,11 @@ struct AuditChainTests {
     func chatctlVerify() async throws {
         let (harness, officer) = try await Self.history()
         await officer.close()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-audit-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let key = "\(directory)/signing.pem"
-        #expect(
-            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
-        )
-        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", key, "--kid", "dev"])
+        let key = try await ChatctlKey.make("chatctl-audit")
+        defer { key.remove() }
         // A second instance on the same database that trusts chatctl's key.
-        let server = try await ServiceHarness(
-            extraKeys: Array(try JWKSet(json: Array(jwks.output.utf8)).keys.values),
-            sharing: harness.database
-        )
-        let token = try await runProgram(
-            CLITests.chatctl,
-            [
-                "token", "mint", "--key", key, "--issuer", "test", "--tenant", Fixture.tenantA, "--sub", "dpo-1",
-                "--role", "privacy_officer",
-            ]
-        ).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let server = try await ServiceHarness(extraKeys: key.trusted, sharing: harness.database)
+        let token = try await key.mint(sub: "dpo-1", role: "privacy_officer")
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         func verify(_ extra: [String] = []) async throws -> (status: Int32, output: String) {
             try await runProgram(

@@ -15,27 +15,10 @@ struct CLITests {
 
     @Test("mint a token, create a thread, send, list, edit, read, delete, with human output and --json")
     func walkthrough() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let key = "\(directory)/signing.pem"
-        #expect(
-            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
-        )
-        let jwks = try await runProgram(Self.chatctl, ["token", "jwks", "--key", key, "--kid", "dev"])
-        #expect(jwks.status == 0, "\(jwks.output)")
-        let keys = try JWKSet(json: Array(jwks.output.utf8))
-        let harness = try await ServiceHarness(extraKeys: Array(keys.keys.values))
-
-        let minted = try await runProgram(
-            Self.chatctl,
-            [
-                "token", "mint", "--key", key, "--issuer", "test", "--tenant", Fixture.tenantA, "--sub", "guardian-9",
-                "--role", "guardian", "--learner", Fixture.learnerA1,
-            ]
-        )
-        #expect(minted.status == 0, "\(minted.output)")
-        let token = minted.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let key = try await ChatctlKey.make("chatctl")
+        defer { key.remove() }
+        let harness = try await ServiceHarness(extraKeys: key.trusted)
+        let token = try await key.mint(sub: "guardian-9", role: "guardian", extra: ["--learner", Fixture.learnerA1])
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         // A generous deadline: the whole suite runs in parallel on two cores.
         let common = [

@@ -205,6 +205,26 @@ struct IdempotencyTests {
         try await harness.stop()
     }
 
+    @Test("a refusal decided after the transaction ran keeps that transaction's effect: one audited refusal")
+    func refusalAfterEffect() async throws {
+        let harness = try await ServiceHarness()
+        let officer = try harness.client(.privacyOfficer, user: "officer-1")
+        _ = try await officer.placeLegalHold(PlaceLegalHoldRequest(learnerId: Fixture.learnerA1, reason: "case"))
+        let key = freshKey()
+        let request = EraseLearnerDataRequest(learnerId: Fixture.learnerA1, reason: "asked")
+        let first = await failure { _ = try await officer.eraseLearnerData(request, options: keyed(key)) }
+        #expect(first?.code == .failedPrecondition)
+        let second = await failure { _ = try await officer.eraseLearnerData(request, options: keyed(key)) }
+        #expect(second == first)
+        let refusals = try await superuserQuery(
+            harness.database,
+            "SELECT count(*) FROM chat.privacy_audit WHERE kind = 2 AND outcome = 'refused: legal hold'"
+        )
+        #expect(refusals.first?.first == "1")
+        await officer.close()
+        try await harness.stop()
+    }
+
     @Test("key length is enforced: 16 to 64 bytes, else INVALID_ARGUMENT, not processed")
     func keyLength() async throws {
         let harness = try await ServiceHarness()

@@ -6,32 +6,6 @@ import Testing
 
 @testable import ChatStore
 
-/// Log lines at warning or above, kept for inspection.
-final class RecordingLog: Sendable {
-    let lines = Mutex<[(Logger.Level, String)]>([])
-
-    var logger: Logger {
-        Logger(label: "recording") { _ in RecordingHandler(log: self) }
-    }
-
-    func count(_ level: Logger.Level) -> Int { self.lines.withLock { $0.filter { $0.0 == level }.count } }
-
-    struct RecordingHandler: LogHandler {
-        let log: RecordingLog
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .info
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { self.metadata[key] }
-            set { self.metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            self.log.lines.withLock { $0.append((event.level, "\(event.message)")) }
-        }
-    }
-}
-
 /// How a call through the pool ended.
 private enum Outcome: Hashable {
     case ok
@@ -201,7 +175,7 @@ struct PoolBoundsTests {
         let pool = PGPool(
             conninfo: "host=127.0.0.1 port=1 dbname=chat user=chat_app connect_timeout=1",
             size: 2,
-            logger: log.logger
+            logger: log.logger()
         )
         defer { pool.shutdown() }
         for _ in 0..<12 {

@@ -11,26 +11,14 @@ import Testing
 struct PrivacyCLITests {
     @Test("export to JSON lines and resume a torn file; hold, erase a batch, sweep, read the audit trail")
     func batchJob() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-privacy-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let key = "\(directory)/signing.pem"
-        #expect(
-            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
-        )
-        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", key, "--kid", "dev"])
-        let harness = try await ServiceHarness(extraKeys: Array(try JWKSet(json: Array(jwks.output.utf8)).keys.values))
+        let key = try await ChatctlKey.make("chatctl-privacy")
+        defer { key.remove() }
+        let directory = key.directory
+        let harness = try await ServiceHarness(extraKeys: key.trusted)
         let seeded = try await SeededLearner.seed(harness, learner: Fixture.learnerA1, threads: 3, perThread: 40)
         _ = try await SeededLearner.seed(harness, learner: Fixture.learnerA2, threads: 1, perThread: 2)
 
-        let minted = try await runProgram(
-            CLITests.chatctl,
-            [
-                "token", "mint", "--key", key, "--issuer", "test", "--tenant", Fixture.tenantA, "--sub", "dpo-1",
-                "--role", "privacy_officer",
-            ]
-        )
-        let token = minted.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try await key.mint(sub: "dpo-1", role: "privacy_officer")
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let common = [
             "--address", "127.0.0.1:\(harness.port)", "--ca", "\(tls)/ca.pem", "--token", token, "--timeout", "120",

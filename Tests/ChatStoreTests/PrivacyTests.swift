@@ -534,4 +534,69 @@ struct PrivacyTests {
         #expect(direct == "0")
         try await harness.stop()
     }
+
+    @Test("an export cut by its own deadline is recorded as partial, not left running")
+    func exportCutByDeadline() async throws {
+        let harness = try await ServiceHarness()
+        let learner = Fixture.learnerA1
+        // Larger than the stream's buffers, so the export waits for a client that stops reading.
+        _ = try await superuserQuery(
+            harness.database,
+            """
+            WITH t AS (
+                INSERT INTO chat.threads (tenant_id, learner_id, title, last_seq, event_seq, created_by, created_by_role)
+                VALUES ('\(Fixture.tenantA)', '\(learner)', 'Bulk', 5000, 5000, 'seed', 'teacher')
+                RETURNING tenant_id, id, learner_id
+            )
+            INSERT INTO chat.messages (tenant_id, thread_id, seq, learner_id, author_id, author_role, body,
+                                       idempotency_key, event_seq)
+            SELECT t.tenant_id, t.id, g, t.learner_id, 'seed', 'teacher', repeat('d', 300), 'bulk-' || g, g
+            FROM t, generate_series(1, 5000) g
+            """
+        )
+        let officer = try harness.client(.privacyOfficer, user: "officer-1")
+        do {
+            var paused = false
+            for try await _ in try await officer.exportLearnerData(
+                ExportLearnerDataRequest(learnerId: learner, reason: "DSAR"),
+                options: CallOptions(timeout: .milliseconds(500))
+            ) where !paused {
+                // Reads one record, then stops reading until the deadline has passed (the records already
+                // received are then read without pause).
+                paused = true
+                try await Task.sleep(for: .seconds(2))
+            }
+            Issue.record("the export finished within its deadline")
+        } catch let error as RPCError {
+            #expect(error.code == .deadlineExceeded || error.code == .cancelled, "\(error)")
+        }
+        try await waitUntilAsync("the export's record says where it stopped") {
+            let outcome =
+                try await superuserQuery(
+                    harness.database,
+                    "SELECT outcome FROM chat.privacy_audit WHERE kind = 1 AND learner_id = '\(learner)'"
+                ).first?.first ?? nil
+            return outcome?.hasPrefix("partial: stopped after") == true
+        }
+        await officer.close()
+        try await harness.stop()
+    }
+}
+
+/// Polls an async condition until it holds, for at most `limit`.
+func waitUntilAsync(
+    _ what: String,
+    limit: Duration = .seconds(20),
+    _ condition: @Sendable () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now.advanced(by: limit)
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw AsyncWaitTimeout(what: what) }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+struct AsyncWaitTimeout: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "timed out waiting for \(self.what)" }
 }
