@@ -185,7 +185,7 @@ struct IdempotencyTests {
 
     @Test("a failed first attempt's status is replayed; a key outlives its window only as a new key")
     func failureAndWindow() async throws {
-        let harness = try await ServiceHarness(idempotencyWindow: .seconds(1))
+        let harness = try await ServiceHarness(idempotencyWindow: .seconds(3600))
         let officer = try harness.client(.privacyOfficer, user: "officer-1")
         _ = try await officer.placeLegalHold(PlaceLegalHoldRequest(learnerId: Fixture.learnerA1, reason: "first"))
         let key = freshKey()
@@ -197,8 +197,17 @@ struct IdempotencyTests {
         let retry = await failure { _ = try await officer.placeLegalHold(request, options: keyed(key)) }
         #expect(retry == first)
         #expect(try await rows(harness, "legal_holds") == 0)
-        // After the window the key is new again.
-        try await Task.sleep(for: .milliseconds(1500))
+        // The key is kept for the configured window.
+        let kept = try await superuserQuery(
+            harness.database,
+            "SELECT extract(epoch FROM expires_at - created_at)::int FROM chat.idempotency_keys"
+        )
+        #expect(kept.first?.first == "3600")
+        // After the window the key is new again (the window moved into the past, rather than waited for).
+        _ = try await superuserQuery(
+            harness.database,
+            "UPDATE chat.idempotency_keys SET expires_at = now() - interval '1 second'"
+        )
         _ = try await officer.placeLegalHold(request, options: keyed(key))
         #expect(try await rows(harness, "legal_holds") == 1)
         await officer.close()
