@@ -545,13 +545,13 @@ struct PrivacyTests {
             """
             WITH t AS (
                 INSERT INTO chat.threads (tenant_id, learner_id, title, last_seq, event_seq, created_by, created_by_role)
-                VALUES ('\(Fixture.tenantA)', '\(learner)', 'Bulk', 5000, 5000, 'seed', 'teacher')
+                VALUES ('\(Fixture.tenantA)', '\(learner)', 'Bulk', 1500, 1500, 'seed', 'teacher')
                 RETURNING tenant_id, id, learner_id
             )
             INSERT INTO chat.messages (tenant_id, thread_id, seq, learner_id, author_id, author_role, body,
                                        idempotency_key, event_seq)
             SELECT t.tenant_id, t.id, g, t.learner_id, 'seed', 'teacher', repeat('d', 300), 'bulk-' || g, g
-            FROM t, generate_series(1, 5000) g
+            FROM t, generate_series(1, 1500) g
             """
         )
         let officer = try harness.client(.privacyOfficer, user: "officer-1")
