@@ -269,7 +269,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ChatServicesTests",
-            dependencies: ["ChatServices", "ChatAuth", "ChatStore"],
+            dependencies: ["ChatServices", "ChatAuth", "ChatStore", "ChatProto"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -181,7 +181,18 @@ public struct LiveService: Sendable {
     // MARK: - WatchInbox
 
     /// The event types an inbox carries: thread and message events.
-    static let inboxTypes = [1, 2, 3, 4, 5, 6]
+    static let inboxTypes = [
+        OutboxEventType.threadCreated, OutboxEventType.threadUpdated, OutboxEventType.threadDeleted,
+        OutboxEventType.messageCreated, OutboxEventType.messageEdited, OutboxEventType.messageDeleted,
+    ]
+
+    /// The thread event types (their inbox events carry the thread).
+    static let threadTypes: Set<Int> = [
+        OutboxEventType.threadCreated, OutboxEventType.threadUpdated, OutboxEventType.threadDeleted,
+    ]
+
+    /// Every event type of the contract (`EventType` without UNSPECIFIED), by number.
+    static let allEventTypes: [Int] = EventType.allCases.map { Int($0.rawValue) }.filter { $0 != 0 }.sorted()
 
     func watchInbox(
         _ request: WatchInboxRequest,
@@ -252,7 +263,7 @@ public struct LiveService: Sendable {
         _ records: [OutboxRecord],
         seal: (OutboxCursor) -> String
     ) async throws -> [(WatchEvent, OutboxCursor)] {
-        let threadIDs = Set(records.filter { (1...3).contains($0.type) }.compactMap(\.threadID))
+        let threadIDs = Set(records.filter { Self.threadTypes.contains($0.type) }.compactMap(\.threadID))
         let threads = threadIDs.isEmpty ? [:] : try await self.repository.threads(tenant, ids: Array(threadIDs))
         return records.compactMap { record in
             LiveEvents.inboxEvent(record, threads: threads, cursor: seal(record.cursor)).map { ($0, record.cursor) }
@@ -270,12 +281,12 @@ public struct LiveService: Sendable {
         var types: [Int] = []
         for type in request.types {
             let value = Int(type.rawValue)
-            guard (1...13).contains(value) else {
+            guard Self.allEventTypes.contains(value) else {
                 throw RPCError.invalidArgument(field: "types", "unknown event type \(type.rawValue)")
             }
             types.append(value)
         }
-        if types.isEmpty { types = Array(1...13) }
+        if types.isEmpty { types = Self.allEventTypes }
         var cursor = OutboxCursor.origin
         if !request.cursor.isEmpty {
             cursor = try self.openCursor(request.cursor, .subscribeEvents, for: principal)

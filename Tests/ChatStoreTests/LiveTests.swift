@@ -96,15 +96,16 @@ struct LiveTests {
         await #expect(throws: RPCError.self) {
             for try await _ in try await guardian.watchThread(WatchThreadRequest(threadId: inA2.id)) {}
         }
-        do {
+        // Each must end in its error: a stream that simply ended would fail these.
+        await #expect {
             for try await _ in try await guardian.watchInbox(WatchInboxRequest(learnerId: Fixture.learnerA2)) {}
-        } catch {
-            #expect((error as? RPCError)?.code == .permissionDenied)
+        } throws: { error in
+            (error as? RPCError)?.code == .permissionDenied
         }
-        do {
+        await #expect {
             for try await _ in try await guardian.watchInbox(WatchInboxRequest(cursor: "not-a-cursor")) {}
-        } catch {
-            #expect((error as? RPCError)?.code == .invalidArgument)
+        } throws: { error in
+            (error as? RPCError)?.code == .invalidArgument
         }
 
         let inbox = StreamLog.start { try await guardian.watchInbox(WatchInboxRequest()) }
