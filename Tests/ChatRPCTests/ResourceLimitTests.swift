@@ -312,8 +312,11 @@ struct ResourceLimitTests {
         let client = try server.makeClient()
         #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
         try await waitUntil("the idle client connection is closed by the server") { stats.openConnections == 0 }
+        // Counted relative to now: on a loaded machine a connection can go idle before its first call (which the
+        // client then retries on another), so the absolute count may be higher.
+        let accepted = stats.acceptedConnections
         #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
-        #expect(stats.acceptedConnections == 3)
+        #expect(stats.acceptedConnections > accepted, "the next call opened a new connection")
         await client.close()
         try await waitUntilFreed(server, "after the idle connections")
         try await server.stop()
@@ -332,10 +335,11 @@ struct ResourceLimitTests {
             WatchThreadRequest(threadId: "aged", afterSeq: 2_500)
         )
         #expect(slept.body == "slept")
-        #expect(stats.acceptedConnections == 1)
         try await waitUntil("the aged connection closes") { stats.openConnections == 0 }
+        // Relative to now, as in the idle test: a loaded machine can age a connection before its first call.
+        let accepted = stats.acceptedConnections
         #expect(try await client.healthCheck(HealthCheckRequest()).status == .serving)
-        #expect(stats.acceptedConnections == 2)
+        #expect(stats.acceptedConnections > accepted, "the next call went to a new connection")
         await client.close()
         try await waitUntilFreed(server, "after the aged connections")
         try await server.stop()
