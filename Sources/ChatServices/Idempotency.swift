@@ -157,7 +157,7 @@ public struct Idempotency: Sendable {
                    encode(response, 'hex') AS response
             FROM chat.idempotency_keys
             WHERE tenant_id = \(tenant.tenantID) AND user_id = \(tenant.userID)
-              AND key = decode(\(Self.hex(key)), 'hex') AND expires_at > now()
+              AND key = decode(\(Hex.encode(key)), 'hex') AND expires_at > now()
             """
         return try await self.pool.tenantBatch(tenant, [statement]) { results in
             let result = results[0]
@@ -181,16 +181,14 @@ public struct Idempotency: Sendable {
         let statement: SQL = """
             INSERT INTO chat.idempotency_keys (tenant_id, user_id, key, method, request_hash, status, response,
                                                expires_at)
-            VALUES (\(tenant.tenantID), \(tenant.userID), decode(\(Self.hex(claim.key)), 'hex'), \(claim.method),
-                    decode(\(Self.hex(claim.requestHash)), 'hex'), decode(\(Self.hex(try status.serializedBytes())), 'hex'),
-                    decode(\(response.map(Self.hex)), 'hex'),
+            VALUES (\(tenant.tenantID), \(tenant.userID), decode(\(Hex.encode(claim.key)), 'hex'), \(claim.method),
+                    decode(\(Hex.encode(claim.requestHash)), 'hex'), decode(\(Hex.encode(try status.serializedBytes())), 'hex'),
+                    decode(\(response.map(Hex.encode)), 'hex'),
                     now() + \(Int(claim.window.components.seconds)) * interval '1 second')
             ON CONFLICT (tenant_id, user_id, key) DO NOTHING
             """
         try await self.pool.tenantBatch(tenant, [statement]) { _ in () }
     }
-
-    static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 
     static func bytes(_ text: String) -> [UInt8] { Hex.decode(text) ?? [] }
 }

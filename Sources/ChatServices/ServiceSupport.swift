@@ -172,11 +172,7 @@ public struct SealedTokens: Sendable {
 
     /// Seals `fields` (none containing `|`) for `principal`'s `purpose` and `query`.
     func seal(_ fields: [String], _ purpose: Purpose, for principal: Principal, query: String = "") -> String {
-        self.sealer.seal(
-            Array(fields.joined(separator: "|").utf8),
-            purpose: purpose.rawValue,
-            binding: self.binding(purpose, principal, query)
-        )
+        self.sealBytes(Array(fields.joined(separator: "|").utf8), purpose, for: principal, query: query)
     }
 
     /// Opens a token sealed by `seal` with the same purpose, principal and query.

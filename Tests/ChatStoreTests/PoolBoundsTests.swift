@@ -126,11 +126,8 @@ struct PoolBoundsTests {
         let pool = database.makePool(size: 1)
         defer { pool.shutdown() }
         let running = Task { await call(pool, "SELECT pg_sleep(30) /* running */", deadline: nil) }
-        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
-        while try await offPool({ try activeStatements(database, like: "pg_sleep(30) /* running */") }) != 1 {
-            #expect(ContinuousClock.now < deadline, "the statement never ran")
-            if ContinuousClock.now >= deadline { return }
-            try await Task.sleep(for: .milliseconds(20))
+        try await waitUntil("the statement runs") { () async throws -> Bool in
+            try await offPool { try activeStatements(database, like: "pg_sleep(30) /* running */") } == 1
         }
         let queued = Task { await call(pool, "SELECT 1 /* queued */", deadline: nil) }
         try await waitUntil("the second call is queued") { pool.queuedJobs == 1 }

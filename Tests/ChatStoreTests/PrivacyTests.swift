@@ -570,7 +570,7 @@ struct PrivacyTests {
         } catch let error as RPCError {
             #expect(error.code == .deadlineExceeded || error.code == .cancelled, "\(error)")
         }
-        try await waitUntilAsync("the export's record says where it stopped") {
+        try await waitUntil("the export's record says where it stopped") { () async throws -> Bool in
             let outcome =
                 try await superuserQuery(
                     harness.database,
@@ -581,22 +581,4 @@ struct PrivacyTests {
         await officer.close()
         try await harness.stop()
     }
-}
-
-/// Polls an async condition until it holds, for at most `limit`.
-func waitUntilAsync(
-    _ what: String,
-    limit: Duration = .seconds(20),
-    _ condition: @Sendable () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now.advanced(by: limit)
-    while try await !condition() {
-        guard ContinuousClock.now < deadline else { throw AsyncWaitTimeout(what: what) }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
-
-struct AsyncWaitTimeout: Error, CustomStringConvertible {
-    let what: String
-    var description: String { "timed out waiting for \(self.what)" }
 }

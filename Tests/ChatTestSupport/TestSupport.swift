@@ -75,3 +75,17 @@ public struct WaitTimeout: Error, CustomStringConvertible {
     public let what: String
     public var description: String { "timed out waiting for \(self.what)" }
 }
+
+/// As `waitUntil`, for a condition that must await (a query, say).
+public func waitUntil(
+    _ what: String = "condition",
+    limit: Duration = .seconds(20),
+    async condition: @Sendable () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + limit
+    while try await !condition() {
+        guard clock.now < deadline else { throw WaitTimeout(what: what) }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
