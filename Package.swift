@@ -59,6 +59,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // MARK: The domain's facts: roles, permissions, principals, event-type groups (from the contract's enums)
+        .target(
+            name: "ChatDomain",
+            dependencies: ["ChatProto"],
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Wire protocol
         .target(
             name: "ChatWire",
@@ -92,6 +99,7 @@ let package = Package(
         .target(
             name: "ChatRPC",
             dependencies: [
+                "ChatDomain",
                 "ChatRPCCore",
                 "ChatProto",
                 "ChatWire",
@@ -110,6 +118,7 @@ let package = Package(
             name: "ChatAuth",
             dependencies: [
                 "COpenSSL",
+                "ChatDomain",
                 "ChatProto",
                 "ChatRPC",
                 .product(name: "Logging", package: "swift-log"),
@@ -121,8 +130,20 @@ let package = Package(
         .target(
             name: "ChatServices",
             dependencies: [
-                "ChatAuth", "ChatProto", "ChatRPC", "ChatStore",
+                "ChatAuth", "ChatDomain", "ChatProto", "ChatRPC", "ChatStore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: The composition root: one chatd instance from one configuration value
+        .target(
+            name: "ChatApp",
+            dependencies: [
+                "ChatAuth", "ChatProto", "ChatRPC", "ChatServices", "ChatStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
@@ -147,6 +168,8 @@ let package = Package(
             name: "ChatStore",
             dependencies: [
                 "CLibPQ",
+                "ChatDomain",
+                "ChatProto",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -157,7 +180,9 @@ let package = Package(
         .executableTarget(
             name: "chatd",
             dependencies: [
+                "ChatApp",
                 "ChatAuth",
+                "ChatDomain",
                 "ChatStore",
                 "ChatProto",
                 "ChatRPC",
@@ -178,6 +203,7 @@ let package = Package(
             name: "chatctl",
             dependencies: [
                 "ChatAuth",
+                "ChatDomain",
                 "ChatClient",
                 "ChatProto",
                 "ChatRPC",
@@ -247,6 +273,7 @@ let package = Package(
                 "ChatTestSupport",
                 "CMallocStats",
                 "ChatAuth",
+                "ChatDomain",
                 "ChatClient",
                 "ChatProto",
                 "ChatRPC",
@@ -263,19 +290,26 @@ let package = Package(
         .testTarget(
             name: "ChatAuthTests",
             dependencies: [
-                "ChatTestSupport", "ChatAuth",
+                "ChatTestSupport", "ChatAuth", "ChatDomain", "ChatProto",
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "ChatDomainTests",
+            dependencies: ["ChatDomain", "ChatProto"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ChatServicesTests",
-            dependencies: ["ChatServices", "ChatAuth", "ChatStore", "ChatProto"],
+            dependencies: ["ChatServices", "ChatAuth", "ChatDomain", "ChatStore", "ChatProto"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ChatStoreTests",
             dependencies: [
                 "ChatTestSupport",
+                "ChatApp",
+                "ChatDomain",
                 "ChatStore",
                 "ChatAuth",
                 "ChatClient",

@@ -1,3 +1,4 @@
+public import ChatDomain
 internal import ChatProto
 public import ChatRPC
 internal import Foundation
@@ -12,7 +13,7 @@ internal import Synchronization
 /// may act only for the tenants `ServiceTenants` allows it; a call for another is PERMISSION_DENIED, and every call
 /// of a service that may act for several tenants is logged with its tenant. The method's entry in `AuthorizationTable` decides: public methods need
 /// nothing, unknown methods are refused, and a missing permission is PERMISSION_DENIED naming the permission. The
-/// principal is attached to the call context (`context.principal`) for the handler and the storage layer.
+/// principal is the call context's `principal`, for the handler and the storage layer.
 public struct AuthInterceptor: ServerInterceptor {
     let verifier: TokenVerifier
     let serviceTenants: ServiceTenants
@@ -51,7 +52,7 @@ public struct AuthInterceptor: ServerInterceptor {
             guard self.serviceTenants.allows(service, tenant: principal.tenantID) else {
                 context.logger.warning(
                     "service refused for a tenant it may not act for",
-                    metadata: ["service": "\(service)", "tenant.id": "\(principal.tenantID)"]
+                    metadata: [LogKey.service: "\(service)", LogKey.tenant: "\(principal.tenantID)"]
                 )
                 throw AuthError(
                     .permissionDenied,
@@ -61,20 +62,19 @@ public struct AuthInterceptor: ServerInterceptor {
             if self.serviceTenants.isCrossTenant(service) {
                 context.logger.info(
                     "cross-tenant service call",
-                    metadata: ["service": "\(service)", "tenant.id": "\(principal.tenantID)"]
+                    metadata: [LogKey.service: "\(service)", LogKey.tenant: "\(principal.tenantID)"]
                 )
             }
         }
         guard principal.permissions.contains(permission) else {
             throw AuthError(
                 .permissionDenied,
-                "\(context.method) needs the permission \(permission.rawValue), which the \(principal.role.rawValue) "
+                "\(context.method) needs the permission \(permission.rawValue), which the \(principal.role.claimName) "
                     + "role does not have"
             )
         }
         var context = context
-        context.attributes[Principal.attributeKey] = principal
-        context.tenantID = principal.tenantID
+        context.principal = principal
         try await next(context)
     }
 
@@ -118,18 +118,6 @@ extension AuthInterceptor {
     /// A service principal's name: its certificate's common name without `service:`, or its token's `sub`.
     static func serviceName(_ userID: String) -> String {
         userID.hasPrefix("service:") ? String(userID.dropFirst(8)) : userID
-    }
-}
-
-extension Principal {
-    /// Where the interceptor puts the principal in `CallContext.attributes`.
-    public static let attributeKey = "chat.principal"
-}
-
-extension CallContext {
-    /// The authenticated principal; nil for public methods.
-    public var principal: Principal? {
-        self.attributes[Principal.attributeKey] as? Principal
     }
 }
 

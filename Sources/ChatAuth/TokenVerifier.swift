@@ -1,3 +1,5 @@
+public import ChatDomain
+public import ChatProto
 internal import Foundation
 
 /// The claims of a verified token that chatd uses.
@@ -136,7 +138,7 @@ public struct TokenVerifier: Sendable {
         guard let tenant = claims.tenant_id, UUIDText.isValid(tenant) else {
             throw Self.reject("the token has no valid tenant_id")
         }
-        guard let roleName = claims.role, let role = Role(rawValue: roleName) else {
+        guard let roleName = claims.role, let role = Role(name: roleName) else {
             throw Self.reject("the token has no valid role")
         }
         let scope = claims.learner_scope ?? []

@@ -1,7 +1,24 @@
+public import ChatDomain
 public import ChatProto
 public import Logging
 
-/// What a handler knows about its call.
+/// The log metadata keys chatd writes, defined once: every line inside a call carries `call.id` and `rpc.method`,
+/// and `tenant.id` once the caller is authenticated.
+public enum LogKey {
+    /// The server's number for the call (also in the message of INTERNAL errors).
+    public static let callID = "call.id"
+    /// `/chat.v1.Service/Method`.
+    public static let method = "rpc.method"
+    /// The tenant the caller acts for.
+    public static let tenant = "tenant.id"
+    /// The service principal's name, where a line is about one.
+    public static let service = "service"
+    /// An error's description (never content: errors of ours carry none).
+    public static let error = "error"
+}
+
+/// What a handler knows about its call: typed fields, as hummingbird's request context has, set by the server
+/// (method, call id, header, peer, deadline) and by the authentication interceptor (the principal).
 public struct CallContext: Sendable {
     /// `/chat.v1.Service/Method`.
     public let method: String
@@ -13,23 +30,24 @@ public struct CallContext: Sendable {
     public let peerIdentity: String?
     /// When the call must be done; nil for none.
     public let deadline: ContinuousClock.Instant?
-    /// The call's logger, with `call.id` and `rpc.method` set. Built when asked for: a call that logs nothing
-    /// allocates no metadata (a long-lived stream would otherwise hold it for its whole life).
+    /// Who is calling, once the authentication interceptor has verified it; nil for public methods.
+    public var principal: Principal?
+    /// The tenant the caller acts for, once authenticated.
+    public var tenantID: String? { self.principal?.tenantID }
+    /// The call's logger, with `call.id`, `rpc.method` and (once authenticated) `tenant.id` set. Built when asked
+    /// for: a call that logs nothing allocates no metadata (a long-lived stream would otherwise hold it for its
+    /// whole life).
     public var logger: Logger {
         get {
             var logger = self.baseLogger
-            logger[metadataKey: "call.id"] = .stringConvertible(self.callID)
-            logger[metadataKey: "rpc.method"] = .string(self.method)
-            if let tenantID = self.tenantID { logger[metadataKey: "tenant.id"] = .string(tenantID) }
+            logger[metadataKey: LogKey.callID] = .stringConvertible(self.callID)
+            logger[metadataKey: LogKey.method] = .string(self.method)
+            if let tenantID = self.tenantID { logger[metadataKey: LogKey.tenant] = .string(tenantID) }
             return logger
         }
         set { self.baseLogger = newValue }
     }
     private var baseLogger: Logger
-    /// The tenant the caller acts for, once authenticated (for the logger's `tenant.id`).
-    public var tenantID: String?
-    /// Values interceptors attach for handlers (the authenticated principal, for one).
-    public var attributes: [String: any Sendable]
 
     /// Creates a context.
     public init(
@@ -39,7 +57,7 @@ public struct CallContext: Sendable {
         peerIdentity: String?,
         deadline: ContinuousClock.Instant?,
         logger: Logger,
-        attributes: [String: any Sendable] = [:]
+        principal: Principal? = nil
     ) {
         self.method = method
         self.callID = callID
@@ -47,7 +65,7 @@ public struct CallContext: Sendable {
         self.peerIdentity = peerIdentity
         self.deadline = deadline
         self.baseLogger = logger
-        self.attributes = attributes
+        self.principal = principal
     }
 }
 

@@ -1,3 +1,4 @@
+internal import ChatDomain
 public import ChatRPC
 public import ChatStore
 

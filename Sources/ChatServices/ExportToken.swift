@@ -1,3 +1,4 @@
+internal import ChatDomain
 public import ChatStore
 
 /// The resume token of an export record: which export (its audit record), which learner, how many records came

@@ -1,3 +1,4 @@
+internal import ChatDomain
 public import ChatProto
 public import ChatRPC
 internal import Synchronization

@@ -1,4 +1,5 @@
 public import ChatAuth
+internal import ChatDomain
 public import ChatProto
 public import ChatRPC
 public import ChatStore

@@ -1,3 +1,6 @@
+internal import ChatDomain
+internal import ChatProto
+internal import ChatRPC
 public import ChatStore
 public import Logging
 public import ServiceLifecycle
@@ -374,7 +377,10 @@ public final class LiveHub: Service, Sendable {
                     }
                 }
             } catch {
-                self.logger.info("live check failed", metadata: ["error": "\(error)", "tenant.id": "\(tenantID)"])
+                self.logger.info(
+                    "live check failed",
+                    metadata: [LogKey.error: "\(error)", LogKey.tenant: "\(tenantID)"]
+                )
             }
         }
     }

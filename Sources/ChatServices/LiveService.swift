@@ -1,4 +1,5 @@
 public import ChatAuth
+internal import ChatDomain
 public import ChatProto
 public import ChatRPC
 public import ChatStore
@@ -181,18 +182,7 @@ public struct LiveService: Sendable {
     // MARK: - WatchInbox
 
     /// The event types an inbox carries: thread and message events.
-    static let inboxTypes = [
-        OutboxEventType.threadCreated, OutboxEventType.threadUpdated, OutboxEventType.threadDeleted,
-        OutboxEventType.messageCreated, OutboxEventType.messageEdited, OutboxEventType.messageDeleted,
-    ]
-
-    /// The thread event types (their inbox events carry the thread).
-    static let threadTypes: Set<Int> = [
-        OutboxEventType.threadCreated, OutboxEventType.threadUpdated, OutboxEventType.threadDeleted,
-    ]
-
-    /// Every event type of the contract (`EventType` without UNSPECIFIED), by number.
-    static let allEventTypes: [Int] = EventType.allCases.map { Int($0.rawValue) }.filter { $0 != 0 }.sorted()
+    static let inboxTypes = EventType.chatEvents.sorted { $0.rawValue < $1.rawValue }
 
     func watchInbox(
         _ request: WatchInboxRequest,
@@ -263,7 +253,7 @@ public struct LiveService: Sendable {
         _ records: [OutboxRecord],
         seal: (OutboxCursor) -> String
     ) async throws -> [(WatchEvent, OutboxCursor)] {
-        let threadIDs = Set(records.filter { Self.threadTypes.contains($0.type) }.compactMap(\.threadID))
+        let threadIDs = Set(records.filter { EventType.threadEvents.contains($0.type) }.compactMap(\.threadID))
         let threads = threadIDs.isEmpty ? [:] : try await self.repository.threads(tenant, ids: Array(threadIDs))
         return records.compactMap { record in
             LiveEvents.inboxEvent(record, threads: threads, cursor: seal(record.cursor)).map { ($0, record.cursor) }
@@ -278,15 +268,14 @@ public struct LiveService: Sendable {
         _ writer: ResponseWriter<SubscribeEventsResponse>
     ) async throws {
         let principal = try context.requirePrincipal()
-        var types: [Int] = []
+        var types: [EventType] = []
         for type in request.types {
-            let value = Int(type.rawValue)
-            guard Self.allEventTypes.contains(value) else {
+            guard EventType.subscribable.contains(type) else {
                 throw RPCError.invalidArgument(field: "types", "unknown event type \(type.rawValue)")
             }
-            types.append(value)
+            types.append(type)
         }
-        if types.isEmpty { types = Self.allEventTypes }
+        if types.isEmpty { types = EventType.subscribable }
         var cursor = OutboxCursor.origin
         if !request.cursor.isEmpty {
             cursor = try self.openCursor(request.cursor, .subscribeEvents, for: principal)
@@ -326,7 +315,7 @@ public struct LiveService: Sendable {
     private func followOutbox<Response: ProtoMessage>(
         _ tenant: TenantContext,
         cursor: inout OutboxCursor,
-        types: [Int],
+        types: [EventType],
         learnerID: String?,
         withMessages: Bool,
         subscription: LiveSubscription,
@@ -540,15 +529,15 @@ enum LiveEvents {
     static func inboxEvent(_ record: OutboxRecord, threads: [String: ThreadRecord], cursor: String) -> WatchEvent? {
         let seq = UInt64(max(0, record.eventSeq ?? 0))
         switch record.type {
-        case 1, 2:
+        case .threadCreated, .threadUpdated:
             guard let id = record.threadID, let thread = threads[id] else { return nil }
-            let kind: ThreadEvent.Kind = record.type == 1 ? .created : .updated
+            let kind: ThreadEvent.Kind = record.type == .threadCreated ? .created : .updated
             return WatchEvent(
                 cursor: cursor,
                 seq: seq,
                 event: .thread(ThreadEvent(kind: kind, thread: Thread(thread, unread: 0)))
             )
-        case 3:
+        case .threadDeleted:
             guard let id = record.threadID else { return nil }
             return WatchEvent(
                 cursor: cursor,
@@ -557,9 +546,10 @@ enum LiveEvents {
                     ThreadEvent(kind: .deleted, thread: ChatProto.Thread(id: id, learnerId: record.learnerID ?? ""))
                 )
             )
-        case 4, 5, 6:
+        case .messageCreated, .messageEdited, .messageDeleted:
             guard let message = record.message else { return nil }
-            let kind: MessageEvent.Kind = record.type == 4 ? .created : record.type == 5 ? .edited : .deleted
+            let kind: MessageEvent.Kind =
+                record.type == .messageCreated ? .created : record.type == .messageEdited ? .edited : .deleted
             return WatchEvent(
                 cursor: cursor,
                 seq: seq,
@@ -576,7 +566,7 @@ extension OutboxEvent {
         self.init(
             id: UInt64(max(0, record.id)),
             tenantId: tenantID,
-            type: EventType(rawValue: Int32(record.type)),
+            type: record.type,
             learnerId: record.learnerID ?? "",
             threadId: record.threadID ?? "",
             seq: UInt64(max(0, record.seq ?? 0)),

@@ -1,3 +1,4 @@
+internal import ChatDomain
 internal import Synchronization
 
 /// A wake-up flag with one waiter: `signal()` sets it, `wait(timeout:)` returns when it is set (clearing it) or when

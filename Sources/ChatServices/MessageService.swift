@@ -1,4 +1,5 @@
 public import ChatAuth
+internal import ChatDomain
 internal import ChatProto
 public import ChatRPC
 public import ChatStore
@@ -143,7 +144,7 @@ public struct MessageService: Sendable {
                     MessageEdit(
                         revision: UInt32($0.revision),
                         body: $0.body,
-                        editedBy: Actor(userId: $0.editedBy, role: ChatProto.Role(storedName: $0.editedByRole)),
+                        editedBy: Actor(userId: $0.editedBy, role: Role(stored: $0.editedByRole)),
                         editedAtUs: $0.editedAtMicros
                     )
                 }

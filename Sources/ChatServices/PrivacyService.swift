@@ -1,4 +1,5 @@
 public import ChatAuth
+internal import ChatDomain
 internal import ChatProto
 public import ChatRPC
 public import ChatStore
@@ -11,7 +12,6 @@ public import Logging
 public struct PrivacyService: Sendable {
     let repository: PrivacyRepository
     let live: LiveHub?
-    let logger: Logger
     /// Records per export page (one transaction each).
     let exportPageSize: Int
     let tokens: SealedTokens
@@ -24,7 +24,6 @@ public struct PrivacyService: Sendable {
         pool: PGPool,
         live: LiveHub? = nil,
         tokens: SealedTokens,
-        logger: Logger,
         exportPageSize: Int = 500,
         idempotencyWindow: Duration = Idempotency.defaultWindow
     ) {
@@ -32,7 +31,6 @@ public struct PrivacyService: Sendable {
         self.live = live
         self.tokens = tokens
         self.idempotency = Idempotency(pool: pool, window: idempotencyWindow)
-        self.logger = logger
         self.exportPageSize = exportPageSize
     }
 
@@ -62,7 +60,10 @@ public struct PrivacyService: Sendable {
             guard placed else {
                 throw RPCError(.alreadyExists, "learner \(learner) is already under \(Self.describe(hold))")
             }
-            self.logger.notice("legal hold placed", metadata: ["learner": "\(learner)", "by": "\(principal.userID)"])
+            context.logger.notice(
+                "legal hold placed",
+                metadata: ["learner": "\(learner)", "by": "\(principal.userID)"]
+            )
             return PlaceLegalHoldResponse(hold: LegalHold(hold))
         }
         router.register(mutation: ChatMethods.PrivacyService.releaseLegalHold, idempotency: self.idempotency) {
@@ -76,7 +77,10 @@ public struct PrivacyService: Sendable {
             } catch let error as StorageError where error.code == .notFound {
                 throw RPCError(.notFound, "learner \(learner) is not under a legal hold")
             }
-            self.logger.notice("legal hold released", metadata: ["learner": "\(learner)", "by": "\(principal.userID)"])
+            context.logger.notice(
+                "legal hold released",
+                metadata: ["learner": "\(learner)", "by": "\(principal.userID)"]
+            )
             return ReleaseLegalHoldResponse()
         }
         router.register(ChatMethods.PrivacyService.listLegalHolds) { request, context in
@@ -119,7 +123,7 @@ public struct PrivacyService: Sendable {
                 TenantContext(principal),
                 days: Int(request.messageRetentionDays)
             )
-            self.logger.notice(
+            context.logger.notice(
                 "retention policy set",
                 metadata: ["days": "\(policy.messageRetentionDays)", "by": "\(principal.userID)"]
             )
@@ -140,7 +144,7 @@ public struct PrivacyService: Sendable {
                     )
                 )
             }
-            let sweeper = RetentionSweeper(repository: self.repository, logger: self.logger)
+            let sweeper = RetentionSweeper(repository: self.repository, logger: context.logger)
             let result = try await sweeper.sweep(
                 TenantContext(principal),
                 batchSize: request.batchSize == 0 ? 1000 : Int(request.batchSize)
@@ -168,7 +172,7 @@ public struct PrivacyService: Sendable {
                 anchorSeq: request.anchorSeq == 0 ? nil : Int64(request.anchorSeq)
             )
             if !report.problems.isEmpty {
-                self.logger.warning(
+                context.logger.warning(
                     "audit trail verification found problems",
                     metadata: ["problems": "\(report.problems.count)", "by": "\(principal.userID)"]
                 )
@@ -224,7 +228,7 @@ public struct PrivacyService: Sendable {
             position = token.position
             sent = token.records
         }
-        self.logger.notice(
+        context.logger.notice(
             "export started",
             metadata: [
                 "learner": "\(learner)", "audit": "\(auditID)", "by": "\(principal.userID)", "resumed": "\(sent)",
@@ -265,7 +269,7 @@ public struct PrivacyService: Sendable {
                     record: ExportRecord(record: .summary(ExportSummary(auditId: auditID, records: UInt64(sent))))
                 )
             )
-            self.logger.notice("export completed", metadata: ["audit": "\(auditID)", "records": "\(sent)"])
+            context.logger.notice("export completed", metadata: ["audit": "\(auditID)", "records": "\(sent)"])
         } catch {
             // The caller resumes from the last record it received; the audit record says how far this run got.
             // Recorded outside this (possibly cancelled) task, and outside the call's deadline (which may be why
@@ -282,7 +286,7 @@ public struct PrivacyService: Sendable {
                     )
                 }
             }.value
-            self.logger.warning(
+            context.logger.warning(
                 "export stopped",
                 metadata: ["audit": "\(auditID)", "records": "\(records)", "error": "\(type(of: error))"]
             )
@@ -298,7 +302,7 @@ public struct PrivacyService: Sendable {
         let reason = try Validate.reason(request.reason, required: false)
         switch try await self.repository.erase(TenantContext(principal), learnerID: learner, reason: reason) {
         case .held(let hold, let auditID):
-            self.logger.notice(
+            context.logger.notice(
                 "erasure refused: legal hold",
                 metadata: ["learner": "\(learner)", "audit": "\(auditID)"]
             )
@@ -313,7 +317,7 @@ public struct PrivacyService: Sendable {
                     LiveChange(tenantID: principal.tenantID, threadID: $0, learnerID: learner, eventSeq: 0)
                 }
             )
-            self.logger.notice(
+            context.logger.notice(
                 "learner erased",
                 metadata: [
                     "learner": "\(learner)", "audit": "\(auditID)", "by": "\(principal.userID)",
@@ -429,7 +433,7 @@ public struct RetentionSweeper: Sendable {
     ) async throws -> (PrivacyRepository.RetentionRun, RemovedRows)? {
         guard let run = try await self.repository.beginRetentionRun(context) else { return nil }
         var metadata: Logger.Metadata = [
-            "tenant": "\(context.tenantID)", "audit": "\(run.auditID)", "days": "\(run.days)",
+            LogKey.tenant: "\(context.tenantID)", "audit": "\(run.auditID)", "days": "\(run.days)",
             "held_learners_skipped": "\(run.heldLearners)",
         ]
         self.logger.info("retention run started", metadata: metadata)
@@ -501,7 +505,7 @@ extension ExportItem {
                         MessageEdit(
                             revision: UInt32($0.revision),
                             body: $0.body,
-                            editedBy: Actor(userId: $0.editedBy, role: ChatProto.Role(storedName: $0.editedByRole)),
+                            editedBy: Actor(userId: $0.editedBy, role: Role(stored: $0.editedByRole)),
                             editedAtUs: $0.editedAtMicros
                         )
                     }
@@ -538,7 +542,7 @@ extension AuditRecord {
         self.init(
             id: entry.id,
             kind: AuditKind(rawValue: Int32(entry.kind)),
-            actor: Actor(userId: entry.actorID, role: ChatProto.Role(storedName: entry.actorRole)),
+            actor: Actor(userId: entry.actorID, role: Role(stored: entry.actorRole)),
             learnerId: entry.learnerID ?? "",
             startedAtUs: entry.startedAtMicros,
             finishedAtUs: entry.finishedAtMicros ?? 0,
@@ -555,7 +559,7 @@ extension LegalHold {
         self.init(
             learnerId: hold.learnerID,
             reason: hold.reason,
-            placedBy: Actor(userId: hold.placedBy, role: ChatProto.Role(storedName: hold.placedByRole)),
+            placedBy: Actor(userId: hold.placedBy, role: Role(stored: hold.placedByRole)),
             placedAtUs: hold.placedAtMicros
         )
     }
@@ -566,7 +570,7 @@ extension RetentionPolicy {
         self.init(
             messageRetentionDays: UInt32(max(0, policy.messageRetentionDays)),
             updatedAtUs: policy.updatedAtMicros,
-            updatedBy: Actor(userId: policy.updatedBy, role: ChatProto.Role(storedName: policy.updatedByRole))
+            updatedBy: Actor(userId: policy.updatedBy, role: Role(stored: policy.updatedByRole))
         )
     }
 }

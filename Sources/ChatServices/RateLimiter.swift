@@ -1,4 +1,5 @@
 public import ChatAuth
+public import ChatDomain
 internal import ChatProto
 public import ChatRPC
 internal import Foundation

@@ -1,3 +1,5 @@
+internal import ChatDomain
+internal import ChatProto
 public import ChatStore
 public import Logging
 public import ServiceLifecycle

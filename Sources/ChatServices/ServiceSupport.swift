@@ -1,29 +1,8 @@
 public import ChatAuth
+internal import ChatDomain
 internal import ChatProto
 public import ChatRPC
 public import ChatStore
-
-extension TenantContext {
-    /// The context a principal's transactions run with: the storage layer's row-level security sees the same
-    /// tenant, user, role and learner scope the interceptor authorized.
-    public init(_ principal: Principal) {
-        let role: TenantContext.Role =
-            switch principal.role {
-            case .learner: .learner
-            case .guardian: .guardian
-            case .teacher: .teacher
-            case .tenantAdmin: .tenantAdmin
-            case .service: .service
-            case .privacyOfficer: .privacyOfficer
-            }
-        self.init(
-            tenantID: principal.tenantID,
-            userID: principal.userID,
-            role: role,
-            learnerScope: principal.learnerScope
-        )
-    }
-}
 
 extension StorageError: ChatStatusConvertible {
     /// What a caller sees: not found and out of scope are the same NOT_FOUND; lost connections are retryable
@@ -235,21 +214,6 @@ extension Validate {
     }
 }
 
-extension ChatProto.Role {
-    /// The contract's role for a stored role name.
-    init(storedName: String) {
-        switch storedName {
-        case "learner": self = .learner
-        case "guardian": self = .guardian
-        case "teacher": self = .teacher
-        case "tenant_admin": self = .tenantAdmin
-        case "service": self = .service
-        case "privacy_officer": self = .privacyOfficer
-        default: self = .unspecified
-        }
-    }
-}
-
 extension Thread {
     init(_ record: ThreadRecord, unread: Int64) {
         self.init(
@@ -260,7 +224,7 @@ extension Thread {
             lastSeq: UInt64(record.lastSeq),
             createdAtUs: record.createdAtMicros,
             lastActivityAtUs: record.lastActivityAtMicros,
-            createdBy: Actor(userId: record.createdBy, role: ChatProto.Role(storedName: record.createdByRole)),
+            createdBy: Actor(userId: record.createdBy, role: Role(stored: record.createdByRole)),
             unreadCount: UInt64(max(0, unread)),
             updatedAtUs: record.updatedAtMicros,
             eventSeq: UInt64(record.eventSeq)
@@ -274,7 +238,7 @@ extension Message {
             id: record.id,
             threadId: record.threadID,
             seq: UInt64(record.seq),
-            author: Actor(userId: record.authorID, role: ChatProto.Role(storedName: record.authorRole)),
+            author: Actor(userId: record.authorID, role: Role(stored: record.authorRole)),
             body: record.body,
             createdAtUs: record.createdAtMicros,
             editedAtUs: record.editedAtMicros ?? 0,
@@ -283,7 +247,7 @@ extension Message {
                 Tombstone(
                     deletedBy: Actor(
                         userId: record.deletedBy ?? "",
-                        role: ChatProto.Role(storedName: record.deletedByRole ?? "")
+                        role: Role(stored: record.deletedByRole ?? "")
                     ),
                     deletedAtUs: $0
                 )

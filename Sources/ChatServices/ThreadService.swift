@@ -1,4 +1,5 @@
 public import ChatAuth
+internal import ChatDomain
 internal import ChatProto
 public import ChatRPC
 public import ChatStore

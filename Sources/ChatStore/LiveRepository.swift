@@ -1,3 +1,6 @@
+internal import ChatDomain
+public import ChatProto
+
 /// A position in the outbox's commit order: after the event with transaction id `txID` and id `id`.
 ///
 /// Events are read only below the commit watermark (the oldest transaction still running), in `(tx_id, id)` order,
@@ -41,8 +44,8 @@ public struct OutboxCursor: Sendable, Hashable, Comparable {
 public struct OutboxRecord: Sendable, Hashable {
     public var id: Int64
     public var txID: UInt64
-    /// The contract's `EventType` number.
-    public var type: Int
+    /// The event's type (the `type` column holds its number; a number this contract lacks is `.unrecognized`).
+    public var type: EventType
     public var learnerID: String?
     public var threadID: String?
     /// Message events: the message's sequence.
@@ -158,18 +161,19 @@ public struct LiveRepository: Sendable {
     /// seen, so a reader may move its cursor up to it.
     ///
     /// - Parameters:
-    ///   - types: only these event types (`EventType` numbers).
+    ///   - types: only these event types.
     ///   - learnerID: only this learner's events, when set.
     ///   - withMessages: attach each message event's message as it is now.
     public func outbox(
         _ context: TenantContext,
         after cursor: OutboxCursor,
-        types: [Int],
+        types: [EventType],
         learnerID: String?,
         withMessages: Bool,
         limit: Int
     ) async throws -> (watermark: OutboxCursor, records: [OutboxRecord]) {
-        let typeList = types.map(String.init)
+        let typeList = types.map { String($0.rawValue) }
+        let messageTypes = EventType.messageEvents.map { String($0.rawValue) }
         let statement: SQL = """
             SELECT o.id AS o_id, o.tx_id::text AS o_tx, o.type AS o_type, o.learner_id::text AS o_learner,
                    o.thread_id::text AS o_thread, o.seq AS o_seq, o.event_seq AS o_event_seq,
@@ -178,7 +182,7 @@ public struct LiveRepository: Sendable {
             FROM chat.outbox o
             LEFT JOIN LATERAL (
                 SELECT \(unsafeRaw: MessageRecord.columns) FROM chat.messages
-                WHERE \(withMessages) AND o.type IN (4, 5, 6)
+                WHERE \(withMessages) AND o.type = ANY (\(messageTypes)::int2[])
                   AND tenant_id = o.tenant_id AND thread_id = o.thread_id AND seq = o.seq
             ) m ON true
             WHERE o.tenant_id = \(context.tenantID)
@@ -204,7 +208,7 @@ public struct LiveRepository: Sendable {
                     OutboxRecord(
                         id: try result.requiredInt64(row: row, column: "o_id"),
                         txID: tx,
-                        type: Int(try result.requiredInt64(row: row, column: "o_type")),
+                        type: EventType(rawValue: Int32(try result.requiredInt64(row: row, column: "o_type"))),
                         learnerID: try result.optionalString(row: row, column: "o_learner"),
                         threadID: try result.optionalString(row: row, column: "o_thread"),
                         seq: try result.optionalInt64(row: row, column: "o_seq"),

@@ -1,3 +1,6 @@
+internal import ChatDomain
+internal import ChatProto
+
 /// A message as stored.
 public struct MessageRecord: Sendable, Hashable {
     public var id: String
@@ -137,13 +140,13 @@ public struct MessageRepository: Sendable {
                 INSERT INTO chat.messages
                     (tenant_id, thread_id, seq, learner_id, author_id, author_role, body, idempotency_key, created_at,
                      event_seq)
-                SELECT tenant_id, id, last_seq, learner_id, \(context.userID), \(context.role.rawValue), \(body),
+                SELECT tenant_id, id, last_seq, learner_id, \(context.userID), \(context.role.claimName), \(body),
                        \(idempotencyKey), last_activity_at, event_seq
                 FROM bumped
                 RETURNING \(unsafeRaw: columns)
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, event_seq, payload)
-                SELECT \(context.tenantID)::uuid, \(OutboxEventType.messageCreated), learner_id::uuid,
+                SELECT \(context.tenantID)::uuid, \(EventType.messageCreated), learner_id::uuid,
                        thread_id::uuid, seq, event_seq,
                        jsonb_build_object('message_id', id, 'author_id', author_id, 'body', body)
                 FROM inserted
@@ -262,7 +265,7 @@ public struct MessageRepository: Sendable {
                 INSERT INTO chat.message_edits
                     (tenant_id, thread_id, seq, revision, learner_id, body, edited_by, edited_by_role, edited_at)
                 SELECT tenant_id, thread_id, seq, edit_count + 2, learner_id, \(body), \(context.userID),
-                       \(context.role.rawValue), clock_timestamp()
+                       \(context.role.claimName), clock_timestamp()
                 FROM target
             ), \(unsafeRaw: Self.nextEventPosition), updated AS (
                 UPDATE chat.messages m SET body = \(body), edited_at = clock_timestamp(), edit_count = m.edit_count + 1,
@@ -272,7 +275,7 @@ public struct MessageRepository: Sendable {
                 RETURNING m.*
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, event_seq, payload)
-                SELECT tenant_id, \(OutboxEventType.messageEdited), learner_id, thread_id, seq, event_seq,
+                SELECT tenant_id, \(EventType.messageEdited), learner_id, thread_id, seq, event_seq,
                        jsonb_build_object('message_id', id, 'edited_by', \(context.userID)::text, 'body', body)
                 FROM updated
             )
@@ -302,7 +305,7 @@ public struct MessageRepository: Sendable {
             ), \(unsafeRaw: Self.nextEventPosition), updated AS (
                 UPDATE chat.messages m
                 SET body = '', deleted_at = clock_timestamp(), deleted_by = \(context.userID),
-                    deleted_by_role = \(context.role.rawValue), event_seq = bumped.event_seq
+                    deleted_by_role = \(context.role.claimName), event_seq = bumped.event_seq
                 FROM target, bumped
                 WHERE m.tenant_id = target.tenant_id AND m.thread_id = target.thread_id AND m.seq = target.seq
                 RETURNING m.*
@@ -311,7 +314,7 @@ public struct MessageRepository: Sendable {
                 WHERE e.tenant_id = updated.tenant_id AND e.thread_id = updated.thread_id AND e.seq = updated.seq
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, seq, event_seq, payload)
-                SELECT tenant_id, \(OutboxEventType.messageDeleted), learner_id, thread_id, seq, event_seq,
+                SELECT tenant_id, \(EventType.messageDeleted), learner_id, thread_id, seq, event_seq,
                        jsonb_build_object('message_id', id, 'deleted_by', \(context.userID)::text)
                 FROM updated
             )

@@ -1,3 +1,6 @@
+internal import ChatDomain
+internal import ChatProto
+
 /// What an erasure or a retention run removed, per store.
 public struct RemovedRows: Sendable, Hashable {
     public var threads: Int64 = 0
@@ -29,16 +32,6 @@ public struct RemovedRows: Sendable, Hashable {
         lhs.readCursors += rhs.readCursors
         lhs.outboxPayloads += rhs.outboxPayloads
     }
-}
-
-/// The kinds of audit records (the contract's `AuditRecordKind` numbers).
-public enum AuditRecordKind {
-    public static let export = 1
-    public static let erasure = 2
-    public static let legalHoldPlaced = 3
-    public static let legalHoldReleased = 4
-    public static let retentionRun = 5
-    public static let retentionPolicySet = 6
 }
 
 /// One audit record: who, when, which learner, what happened and how much. Never content.
@@ -144,16 +137,6 @@ func privacyLock(_ tenantID: String, shared: Bool) -> SQL {
 /// The first key of the privacy locks: "priv" as a 32-bit integer.
 let privacyLockClass: Int32 = 0x7072_6976
 
-/// The outbox event types of privacy operations (the contract's `EventType` numbers).
-public enum PrivacyEventType {
-    public static let exportRequested = 7
-    public static let exportCompleted = 8
-    public static let erasureCompleted = 10
-    public static let legalHoldPlaced = 11
-    public static let legalHoldReleased = 12
-    public static let retentionRunCompleted = 13
-}
-
 /// Export, erasure, legal holds, retention and the audit trail, each under the caller's tenant context (a privacy
 /// officer or tenant admin: the privacy tables' policies admit no one else).
 public struct PrivacyRepository: Sendable {
@@ -173,12 +156,12 @@ public struct PrivacyRepository: Sendable {
         let statement: SQL = """
             WITH audit AS (
                 INSERT INTO chat.privacy_audit (tenant_id, kind, actor_id, actor_role, learner_id, outcome, reason)
-                VALUES (\(context.tenantID), \(AuditRecordKind.export), \(context.userID), \(context.role.rawValue),
+                VALUES (\(context.tenantID), \(AuditKind.export), \(context.userID), \(context.role.claimName),
                         \(learnerID), 'running', \(reason))
                 RETURNING tenant_id, id, learner_id
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
-                SELECT tenant_id, \(PrivacyEventType.exportRequested), learner_id,
+                SELECT tenant_id, \(EventType.privacyExportRequested), learner_id,
                        jsonb_build_object('audit_id', id, 'requested_by', \(context.userID)::text)
                 FROM audit
             )
@@ -198,14 +181,14 @@ public struct PrivacyRepository: Sendable {
             """
             WITH target AS MATERIALIZED (
                 SELECT id FROM chat.privacy_audit
-                WHERE tenant_id = \(context.tenantID) AND id = \(auditID) AND kind = \(AuditRecordKind.export)
+                WHERE tenant_id = \(context.tenantID) AND id = \(auditID) AND kind = \(AuditKind.export)
                   AND learner_id = \(learnerID) AND outcome <> 'ok'
             )
             SELECT 1 FROM target, chat.audit_update(target.id, new_outcome => 'running') resumed
             """,
             """
             SELECT outcome FROM chat.privacy_audit
-            WHERE tenant_id = \(context.tenantID) AND id = \(auditID) AND kind = \(AuditRecordKind.export)
+            WHERE tenant_id = \(context.tenantID) AND id = \(auditID) AND kind = \(AuditKind.export)
               AND learner_id = \(learnerID)
             """,
         ]
@@ -261,7 +244,7 @@ public struct PrivacyRepository: Sendable {
                                        finish => \(completed))
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
-                SELECT tenant_id, \(PrivacyEventType.exportCompleted), learner_id,
+                SELECT tenant_id, \(EventType.privacyExportCompleted), learner_id,
                        jsonb_build_object('audit_id', id, 'records', \(records)::int8)
                 FROM audit WHERE \(completed)
             )
@@ -304,7 +287,7 @@ public struct PrivacyRepository: Sendable {
                     """
                     INSERT INTO chat.privacy_audit
                         (tenant_id, kind, actor_id, actor_role, learner_id, finished_at, outcome, reason)
-                    VALUES (\(tenant), \(AuditRecordKind.erasure), \(context.userID), \(context.role.rawValue), \(learnerID),
+                    VALUES (\(tenant), \(AuditKind.erasure), \(context.userID), \(context.role.claimName), \(learnerID),
                             now(), 'refused: legal hold', \(reason))
                     RETURNING id::text AS id
                     """
@@ -335,11 +318,11 @@ public struct PrivacyRepository: Sendable {
                     RETURNING tenant_id, id, learner_id, event_seq
                 ), payloads AS (
                     UPDATE chat.outbox SET payload = NULL, erased = true
-                    WHERE tenant_id = \(tenant) AND learner_id = \(learnerID) AND type BETWEEN 1 AND 6 AND NOT erased
+                    WHERE tenant_id = \(tenant) AND learner_id = \(learnerID) AND type = ANY (\(chatEventNumbers)::int2[]) AND NOT erased
                     RETURNING 1
                 ), thread_events AS (
                     INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, event_seq, payload, erased)
-                    SELECT tenant_id, \(OutboxEventType.threadDeleted), learner_id, id, event_seq + 1, NULL, true
+                    SELECT tenant_id, \(EventType.threadDeleted), learner_id, id, event_seq + 1, NULL, true
                     FROM threads
                 ), counts AS (
                     SELECT (SELECT count(*) FROM threads) AS threads, (SELECT count(*) FROM messages) AS messages,
@@ -351,13 +334,13 @@ public struct PrivacyRepository: Sendable {
                         (tenant_id, kind, actor_id, actor_role, learner_id, finished_at, removed_threads,
                          removed_messages, removed_message_edits, removed_read_cursors, removed_outbox_payloads,
                          outcome, reason)
-                    SELECT \(tenant), \(AuditRecordKind.erasure), \(context.userID), \(context.role.rawValue), \(learnerID),
+                    SELECT \(tenant), \(AuditKind.erasure), \(context.userID), \(context.role.claimName), \(learnerID),
                            now(), threads, messages, edits, cursors, payloads, 'ok', \(reason)
                     FROM counts
                     RETURNING tenant_id, id, learner_id, finished_at
                 ), event AS (
                     INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
-                    SELECT a.tenant_id, \(PrivacyEventType.erasureCompleted), a.learner_id,
+                    SELECT a.tenant_id, \(EventType.privacyErasureCompleted), a.learner_id,
                            jsonb_build_object('audit_id', a.id, 'threads', c.threads, 'messages', c.messages,
                                               'message_edits', c.edits, 'read_cursors', c.cursors,
                                               'outbox_payloads', c.payloads)
@@ -397,17 +380,17 @@ public struct PrivacyRepository: Sendable {
             """
             WITH hold AS (
                 INSERT INTO chat.legal_holds (tenant_id, learner_id, reason, placed_by, placed_by_role)
-                VALUES (\(tenant), \(learnerID), \(reason), \(context.userID), \(context.role.rawValue))
+                VALUES (\(tenant), \(learnerID), \(reason), \(context.userID), \(context.role.claimName))
                 ON CONFLICT (tenant_id, learner_id) DO NOTHING
                 RETURNING *
             ), audit AS (
                 INSERT INTO chat.privacy_audit
                     (tenant_id, kind, actor_id, actor_role, learner_id, finished_at, outcome, reason)
-                SELECT tenant_id, \(AuditRecordKind.legalHoldPlaced), placed_by, placed_by_role, learner_id, now(), 'ok', reason
+                SELECT tenant_id, \(AuditKind.legalHoldPlaced), placed_by, placed_by_role, learner_id, now(), 'ok', reason
                 FROM hold
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
-                SELECT tenant_id, \(PrivacyEventType.legalHoldPlaced), learner_id,
+                SELECT tenant_id, \(EventType.legalHoldPlaced), learner_id,
                        jsonb_build_object('placed_by', placed_by)
                 FROM hold
             )
@@ -437,12 +420,12 @@ public struct PrivacyRepository: Sendable {
             ), audit AS (
                 INSERT INTO chat.privacy_audit
                     (tenant_id, kind, actor_id, actor_role, learner_id, finished_at, outcome, reason)
-                SELECT tenant_id, \(AuditRecordKind.legalHoldReleased), \(context.userID), \(context.role.rawValue),
+                SELECT tenant_id, \(AuditKind.legalHoldReleased), \(context.userID), \(context.role.claimName),
                        learner_id, now(), 'ok', \(reason)
                 FROM hold
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
-                SELECT tenant_id, \(PrivacyEventType.legalHoldReleased), learner_id,
+                SELECT tenant_id, \(EventType.legalHoldReleased), learner_id,
                        jsonb_build_object('released_by', \(context.userID)::text)
                 FROM hold
             )
@@ -484,14 +467,14 @@ public struct PrivacyRepository: Sendable {
         let statement: SQL = """
             WITH policy AS (
                 INSERT INTO chat.retention_policies (tenant_id, message_retention_days, updated_by, updated_by_role)
-                VALUES (\(context.tenantID), \(days), \(context.userID), \(context.role.rawValue))
+                VALUES (\(context.tenantID), \(days), \(context.userID), \(context.role.claimName))
                 ON CONFLICT (tenant_id) DO UPDATE
                 SET message_retention_days = excluded.message_retention_days, updated_by = excluded.updated_by,
                     updated_by_role = excluded.updated_by_role, updated_at = now()
                 RETURNING *
             ), audit AS (
                 INSERT INTO chat.privacy_audit (tenant_id, kind, actor_id, actor_role, finished_at, outcome, reason)
-                SELECT tenant_id, \(AuditRecordKind.retentionPolicySet), updated_by, updated_by_role, now(), 'ok',
+                SELECT tenant_id, \(AuditKind.retentionPolicySet), updated_by, updated_by_role, now(), 'ok',
                        'message_retention_days=' || message_retention_days
                 FROM policy
             )
@@ -542,7 +525,7 @@ public struct PrivacyRepository: Sendable {
                     WHERE m.tenant_id = h.tenant_id AND m.learner_id = h.learner_id AND m.created_at < p.cutoff)
             ), audit AS (
                 INSERT INTO chat.privacy_audit (tenant_id, kind, actor_id, actor_role, outcome, reason)
-                SELECT \(tenant), \(AuditRecordKind.retentionRun), \(context.userID), \(context.role.rawValue), 'running',
+                SELECT \(tenant), \(AuditKind.retentionRun), \(context.userID), \(context.role.claimName), 'running',
                        'message_retention_days=' || p.days || CASE WHEN h.learners > 0
                            THEN '; skipped ' || h.learners || ' learner(s) under legal hold' ELSE '' END
                 FROM policy p, held h
@@ -594,7 +577,7 @@ public struct PrivacyRepository: Sendable {
                 RETURNING 1
             ), events AS (
                 SELECT o.id FROM chat.outbox o, cutoff c
-                WHERE o.tenant_id = \(tenant) AND NOT o.erased AND o.type BETWEEN 1 AND 6 AND o.occurred_at < c.at
+                WHERE o.tenant_id = \(tenant) AND NOT o.erased AND o.type = ANY (\(chatEventNumbers)::int2[]) AND o.occurred_at < c.at
                   AND NOT EXISTS (SELECT 1 FROM chat.legal_holds h
                                   WHERE h.tenant_id = o.tenant_id AND h.learner_id = o.learner_id)
                 ORDER BY o.occurred_at LIMIT \(batchSize)
@@ -629,7 +612,7 @@ public struct PrivacyRepository: Sendable {
                 SELECT * FROM chat.audit_update(\(run.auditID)::uuid, new_outcome => \(outcome), finish => true)
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, payload)
-                SELECT tenant_id, \(PrivacyEventType.retentionRunCompleted),
+                SELECT tenant_id, \(EventType.retentionRunCompleted),
                        jsonb_build_object('audit_id', id, 'outcome', outcome, 'messages', removed_messages,
                                           'message_edits', removed_message_edits,
                                           'outbox_payloads', removed_outbox_payloads)
@@ -909,3 +892,7 @@ func parseTextArray(_ text: String) -> [String] {
     let inner = text.dropFirst().dropLast()
     return inner.isEmpty ? [] : inner.split(separator: ",").map(String.init)
 }
+
+/// The chat events' numbers, for `type = ANY (...)`: what an erasure or retention marks erased, and what an export
+/// lists among a learner's events.
+let chatEventNumbers = EventType.chatEvents.map { String($0.rawValue) }.sorted()

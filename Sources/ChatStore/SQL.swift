@@ -1,3 +1,6 @@
+internal import ChatDomain
+public import ChatProto
+
 /// A statement whose interpolated values become bind parameters, never SQL text.
 ///
 /// `"SELECT * FROM chat.threads WHERE tenant_id = \(tenant) AND id = \(id)"` is sent as
@@ -104,4 +107,19 @@ extension Array: SQLBindable where Element == String {
         }
         return literal + "}"
     }
+}
+
+// The contract's enums bind as what the database stores: a role as its name, an event type or audit kind as its
+// number.
+
+extension Role: SQLBindable {
+    public var sqlText: String? { self.claimName }
+}
+
+extension EventType: SQLBindable {
+    public var sqlText: String? { String(self.rawValue) }
+}
+
+extension AuditKind: SQLBindable {
+    public var sqlText: String? { String(self.rawValue) }
 }

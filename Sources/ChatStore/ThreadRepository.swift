@@ -1,3 +1,6 @@
+internal import ChatDomain
+internal import ChatProto
+
 /// A thread as stored.
 public struct ThreadRecord: Sendable, Hashable {
     public var id: String
@@ -72,11 +75,11 @@ public struct ThreadRepository: Sendable {
         let statement: SQL = """
             WITH created AS (
                 INSERT INTO chat.threads (tenant_id, learner_id, title, created_by, created_by_role)
-                VALUES (\(context.tenantID), \(learnerID), \(title), \(context.userID), \(context.role.rawValue))
+                VALUES (\(context.tenantID), \(learnerID), \(title), \(context.userID), \(context.role.claimName))
                 RETURNING *
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, payload)
-                SELECT tenant_id, \(OutboxEventType.threadCreated), learner_id, id,
+                SELECT tenant_id, \(EventType.threadCreated), learner_id, id,
                        jsonb_build_object('title', title, 'created_by', created_by)
                 FROM created
             )
@@ -120,7 +123,7 @@ public struct ThreadRepository: Sendable {
                 RETURNING tenant_id, id, learner_id, last_seq, event_seq
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, event_seq, payload)
-                SELECT tenant_id, \(OutboxEventType.threadDeleted), learner_id, id, event_seq + 1,
+                SELECT tenant_id, \(EventType.threadDeleted), learner_id, id, event_seq + 1,
                        jsonb_build_object('deleted_by', \(context.userID)::text, 'messages', last_seq)
                 FROM deleted
             )
@@ -148,7 +151,7 @@ public struct ThreadRepository: Sendable {
                 RETURNING *
             ), event AS (
                 INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, event_seq, payload)
-                SELECT tenant_id, \(OutboxEventType.threadUpdated), learner_id, id, event_seq,
+                SELECT tenant_id, \(EventType.threadUpdated), learner_id, id, event_seq,
                        jsonb_build_object('title', title, 'state', state, 'updated_by', \(context.userID)::text)
                 FROM updated
             )
@@ -285,16 +288,6 @@ func threadEventLock(_ threadID: String) -> SQL {
 
 /// The first key of the thread event locks: "chat" as a 32-bit integer.
 let threadEventLockClass: Int32 = 0x6368_6174
-
-/// The outbox event types (the contract's `EventType` numbers).
-public enum OutboxEventType {
-    public static let threadCreated = 1
-    public static let threadUpdated = 2
-    public static let threadDeleted = 3
-    public static let messageCreated = 4
-    public static let messageEdited = 5
-    public static let messageDeleted = 6
-}
 
 /// Maps a row-level security refusal (42501) to `.permissionDenied`.
 func mapRLS(_ error: any Error) -> any Error {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import ChatAuth
+import ChatDomain
+import ChatProto
 import Foundation
 
 /// `chatctl token`: development tokens.
@@ -44,7 +46,7 @@ struct Token: AsyncParsableCommand {
         var ttl: Int = 3600
 
         func validate() throws {
-            guard ChatAuth.Role(rawValue: self.role) != nil else {
+            guard Role(name: self.role) != nil else {
                 throw ValidationError("unknown --role \(self.role)")
             }
             guard self.ttl > 0 else { throw ValidationError("--ttl must be positive") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatApp
 import ChatAuth
 import ChatProto
 import ChatRPC
@@ -225,10 +226,9 @@ struct Serve: AsyncParsableCommand {
         return configuration
     }
 
-    func run() async throws {
-        let logger = try self.options.bootstrapLogging()
+    /// The instance's configuration from the flags (and the files they name).
+    func appConfiguration(logger: Logger) throws -> AppConfiguration {
         let databaseURL = try self.options.resolvedDatabaseURL()
-        let poolConfiguration = try self.poolConfiguration(size: self.options.poolSize)
         guard let colon = self.listen.lastIndex(of: ":"),
             let port = Int(self.listen[self.listen.index(after: colon)...])
         else {
@@ -253,27 +253,6 @@ struct Serve: AsyncParsableCommand {
             audience: self.audience,
             leewaySeconds: self.leeway
         )
-        let pool = PGPool(conninfo: databaseURL, configuration: poolConfiguration, logger: logger)
-        defer { pool.shutdown() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
-
-        guard self.liveHeartbeat > 0, self.liveStallLimit > 0, self.liveCheckInterval > 0 else {
-            throw ValidationError("--live-heartbeat, --live-stall-limit and --live-check-interval must be positive")
-        }
-        guard self.retentionInterval >= 0, (1...10_000).contains(self.retentionBatchSize) else {
-            throw ValidationError("--retention-interval must not be negative; --retention-batch-size is 1 to 10000")
-        }
-        let hub = LiveHub(
-            pool: pool,
-            configuration: .init(
-                listenConninfo: databaseURL,
-                checkInterval: .milliseconds(Int64(self.liveCheckInterval * 1000))
-            ),
-            logger: logger
-        )
-        let health = HealthService(services: ChatMethods.all.map { String($0.path.split(separator: "/")[0]) })
-        var router = Router()
-        health.register(in: &router)
         guard
             let sealKeyText = FileManager.default.contents(atPath: self.sealKeys).flatMap({
                 String(data: $0, encoding: .utf8)
@@ -281,72 +260,56 @@ struct Serve: AsyncParsableCommand {
         else {
             throw ValidationError("cannot read --token-seal-keys \(self.sealKeys)")
         }
-        let tokens = SealedTokens(sealer: try TokenSealer(keyFile: sealKeyText))
-        var serviceTenants = ServiceTenants.none
+        var configuration = AppConfiguration(
+            server: try self.serverConfiguration(host: String(host), port: port, tls: tls),
+            databaseURL: databaseURL,
+            verifier: verifier,
+            sealer: try TokenSealer(keyFile: sealKeyText)
+        )
+        configuration.pool = try self.poolConfiguration(size: self.options.poolSize)
         if let path = self.serviceTenants {
             guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) })
             else {
                 throw ValidationError("cannot read --service-tenants \(path)")
             }
-            serviceTenants = try ServiceTenants(file: text)
+            configuration.serviceTenants = try ServiceTenants(file: text)
         } else {
             logger.notice("no --service-tenants: service principals may act for no tenant")
         }
-        guard self.idempotencyWindow >= 1 else { throw ValidationError("--idempotency-window must be at least 1") }
-        let window = Duration.seconds(self.idempotencyWindow)
-        ThreadService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
-        MessageService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
-        LiveService(
-            pool: pool,
-            hub: hub,
-            tokens: tokens,
-            configuration: .init(
-                heartbeatInterval: .milliseconds(Int64(self.liveHeartbeat * 1000)),
-                stallLimit: .milliseconds(Int64(self.liveStallLimit * 1000))
-            )
-        ).register(in: &router)
-        PrivacyService(pool: pool, live: hub, tokens: tokens, logger: logger, idempotencyWindow: window)
-            .register(in: &router)
-        MethodListService.register(in: &router, serverVersion: chatdVersion)
-
-        let server = ChatServer(
-            configuration: try self.serverConfiguration(host: String(host), port: port, tls: tls),
-            router: router,
-            interceptors: [
-                AuthInterceptor(verifier: verifier, serviceTenants: serviceTenants),
-                RateLimitInterceptor(
-                    limiter: RateLimiter(
-                        configuration: .init(
-                            perPrincipal: (self.ratePerUser, self.ratePerUser * 2),
-                            perService: (self.ratePerService, self.ratePerService * 2),
-                            perTenant: (self.ratePerTenant, self.ratePerTenant * 2)
-                        )
-                    )
-                ),
-                DatabaseBudgetInterceptor(),
-            ],
-            group: group,
-            logger: logger
+        configuration.rateLimits = RateLimiter.Configuration(
+            perPrincipal: (self.ratePerUser, self.ratePerUser * 2),
+            perService: (self.ratePerService, self.ratePerService * 2),
+            perTenant: (self.ratePerTenant, self.ratePerTenant * 2)
         )
+        guard self.liveHeartbeat > 0, self.liveStallLimit > 0, self.liveCheckInterval > 0 else {
+            throw ValidationError("--live-heartbeat, --live-stall-limit and --live-check-interval must be positive")
+        }
+        configuration.live.heartbeatInterval = .milliseconds(Int64(self.liveHeartbeat * 1000))
+        configuration.live.stallLimit = .milliseconds(Int64(self.liveStallLimit * 1000))
+        configuration.liveHub.checkInterval = .milliseconds(Int64(self.liveCheckInterval * 1000))
+        guard self.retentionInterval >= 0, (1...10_000).contains(self.retentionBatchSize) else {
+            throw ValidationError("--retention-interval must not be negative; --retention-batch-size is 1 to 10000")
+        }
+        configuration.retention =
+            self.retentionInterval > 0
+            ? AppConfiguration.Retention(
+                interval: .milliseconds(Int64(self.retentionInterval * 1000)),
+                batchSize: self.retentionBatchSize
+            ) : nil
+        guard self.idempotencyWindow >= 1 else { throw ValidationError("--idempotency-window must be at least 1") }
+        configuration.idempotencyWindow = .seconds(self.idempotencyWindow)
+        return configuration
+    }
+
+    func run() async throws {
+        let logger = try self.options.bootstrapLogging()
+        let configuration = try self.appConfiguration(logger: logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+        let application = ChatApplication(configuration: configuration, group: group, logger: logger)
+        defer { application.shutdown() }
         let services = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: DatabaseProbe(pool: pool, logger: logger)),
-                    // Before the server: shut down after it, so that draining streams still get woken.
-                    .init(service: hub),
-                    .init(service: server),
-                ]
-                    + (self.retentionInterval > 0
-                        ? [
-                            .init(
-                                service: RetentionScheduler(
-                                    pool: pool,
-                                    interval: .milliseconds(Int64(self.retentionInterval * 1000)),
-                                    batchSize: self.retentionBatchSize,
-                                    logger: logger
-                                )
-                            )
-                        ] : []),
+                services: application.services.map { .init(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -360,6 +323,3 @@ struct Serve: AsyncParsableCommand {
 private func seconds(_ amount: TimeAmount) -> Double {
     Double(amount.nanoseconds) / 1e9
 }
-
-/// The version chatd reports in the method listing.
-let chatdVersion = "0.1.0"

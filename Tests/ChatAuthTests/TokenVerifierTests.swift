@@ -1,3 +1,5 @@
+import ChatDomain
+import ChatProto
 import ChatTestSupport
 import Foundation
 import Testing

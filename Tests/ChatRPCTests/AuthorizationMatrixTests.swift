@@ -1,5 +1,6 @@
 import ChatAuth
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import Testing
@@ -72,10 +73,10 @@ struct AuthorizationMatrixTests {
         )
     }
 
-    static func token(role: ChatAuth.Role) throws -> String {
+    static func token(role: Role) throws -> String {
         try Self.signer.sign(claims: [
-            "iss": "https://id.test", "aud": "chatd", "sub": "user-\(role.rawValue)", "tenant_id": matrixTenant,
-            "role": role.rawValue, "learner_scope": ["a1000000-0000-4000-8000-000000000011"], "exp": matrixNow + 600,
+            "iss": "https://id.test", "aud": "chatd", "sub": "user-\(role.claimName)", "tenant_id": matrixTenant,
+            "role": role.claimName, "learner_scope": ["a1000000-0000-4000-8000-000000000011"], "exp": matrixNow + 600,
         ])
     }
 
@@ -84,7 +85,7 @@ struct AuthorizationMatrixTests {
         let server = try await Self.server()
         let client = try server.makeClient()
         #expect(AuthorizationTable.methodPermissions.count == protectedMethods.count + 3)
-        for role in ChatAuth.Role.allCases {
+        for role in Role.assignable {
             let options = CallOptions(authorization: "Bearer \(try Self.token(role: role))")
             for method in protectedMethods {
                 guard case .requires(let permission) = AuthorizationTable.decision(for: method.path) else {

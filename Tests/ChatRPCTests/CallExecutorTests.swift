@@ -1,3 +1,4 @@
+import ChatDomain
 import ChatProto
 import Logging
 import NIOCore
@@ -29,7 +30,8 @@ private struct Recording: ServerInterceptor {
         self.log.append(self.name)
         if self.refuse { throw RPCError(.permissionDenied, "refused by \(self.name)", notProcessed: true) }
         var context = context
-        context.tenantID = (context.tenantID ?? "") + self.name
+        let userID = (context.principal?.userID ?? "") + self.name
+        context.principal = Principal(userID: userID, tenantID: "t", role: .service, learnerScope: [], permissions: [])
         try await next(context)
     }
 }
@@ -63,7 +65,7 @@ struct CallExecutorTests {
         let executor = CallExecutor(interceptors: [Recording("a", log), Recording("b", log)])
         let seen = Mutex<String?>(nil)
         let status = await executor.run(
-            method { context in seen.withLock { $0 = context.tenantID } },
+            method { context in seen.withLock { $0 = context.principal?.userID } },
             request: ByteBuffer(),
             context: context(),
             sink: NoSink()

@@ -1,4 +1,5 @@
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import ChatServices
@@ -216,7 +217,13 @@ struct TokenInterceptor: ServerInterceptor {
             throw RPCError(.unauthenticated, "missing bearer token")
         }
         var context = context
-        context.attributes["principal"] = String(context.header.authorization.dropFirst(7))
+        context.principal = Principal(
+            userID: String(context.header.authorization.dropFirst(7)),
+            tenantID: "t",
+            role: .service,
+            learnerScope: [],
+            permissions: []
+        )
         try await next(context)
     }
 }

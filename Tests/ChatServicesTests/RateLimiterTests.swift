@@ -1,4 +1,6 @@
 import ChatAuth
+import ChatDomain
+import ChatProto
 import Testing
 
 @testable import ChatServices

@@ -476,7 +476,7 @@ struct PrivacyTests {
     func authorization() async throws {
         let harness = try await ServiceHarness()
         let seeded = try await SeededLearner.seed(harness, learner: Fixture.learnerA1, threads: 1)
-        for role in [ChatAuth.Role.learner, .guardian, .teacher, .service] {
+        for role in [Role.learner, .guardian, .teacher, .service] {
             let client = try harness.client(role, scope: [Fixture.learnerA1])
             let calls: [(String, () async throws -> Void)] = [
                 ("export", { _ = try await collect(client.exportLearnerData(.init(learnerId: Fixture.learnerA1))) }),

@@ -1,3 +1,5 @@
+import ChatDomain
+import ChatProto
 import Foundation
 import Logging
 import Testing

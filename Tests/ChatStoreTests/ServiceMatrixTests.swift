@@ -1,5 +1,6 @@
 import ChatAuth
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import Testing
@@ -56,7 +57,7 @@ struct ServiceMatrixTests {
     func matrix() async throws {
         let harness = try await ServiceHarness()
         let admin = try harness.client(.tenantAdmin, user: "setup")
-        for role in ChatAuth.Role.allCases {
+        for role in Role.assignable {
             let permissions = AuthorizationTable.rolePermissions[role]!
             for target in Target.allCases {
                 for call in Self.calls {
@@ -68,10 +69,10 @@ struct ServiceMatrixTests {
                     let caller = try harness.client(
                         role,
                         tenant: target == .otherTenant ? Fixture.tenantB : Fixture.tenantA,
-                        user: "caller-\(role.rawValue)",
+                        user: "caller-\(role.claimName)",
                         scope: [Fixture.learnerA1]
                     )
-                    let author = try harness.client(role, user: "caller-\(role.rawValue)", scope: [learner])
+                    let author = try harness.client(role, user: "caller-\(role.claimName)", scope: [learner])
                     if permissions.contains(.messagesWrite) {
                         _ = try await author.sendMessage(
                             SendMessageRequest(threadId: thread.id, body: "first", idempotencyKey: "first-\(thread.id)")
@@ -95,7 +96,7 @@ struct ServiceMatrixTests {
                     } catch let error as RPCError {
                         outcome = error.code
                     }
-                    #expect(outcome == expected, "\(role.rawValue), \(target.rawValue), \(call.name): \(outcome)")
+                    #expect(outcome == expected, "\(role.claimName), \(target.rawValue), \(call.name): \(outcome)")
                     await caller.close()
                     await author.close()
                 }

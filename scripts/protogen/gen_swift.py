@@ -132,6 +132,12 @@ def enum_case_names(e):
     return names
 
 
+def value_short_names(e):
+    """The value names with the enum's own prefix removed, in lower case (ROLE_TENANT_ADMIN: tenant_admin)."""
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", e.name).upper() + "_"
+    return [(v.name[len(prefix):] if v.name.startswith(prefix) else v.name).lower() for v in e.value]
+
+
 def is_oneof_member(field, m):
     return field.HasField("oneof_index") and not field.proto3_optional
 
@@ -192,6 +198,20 @@ def emit_enum(w, model, e, swift_name, local_name):
     for c, v in zip(cases, e.value):
         w("case .%s: return %d" % (c, v.number))
     w("case .unrecognized(let value): return value")
+    w("}")
+    w.dedent()
+    w("}")
+    w()
+    w("/// The value's proto name without the enum's prefix, in lower case (`%s` is `%s`); nil for a value this"
+      % (e.value[-1].name, value_short_names(e)[-1]))
+    w("/// version of the contract does not know. Names that stand for the value outside the wire (a token claim,")
+    w("/// a stored column) are these.")
+    w("public var name: String? {")
+    w.indent()
+    w("switch self {")
+    for c, n in zip(cases, value_short_names(e)):
+        w('case .%s: return "%s"' % (c, n))
+    w("case .unrecognized: return nil")
     w("}")
     w.dedent()
     w("}")

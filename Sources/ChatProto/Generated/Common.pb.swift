@@ -114,6 +114,22 @@ public enum Role: Hashable, Sendable, CaseIterable {
         case .unrecognized(let value): return value
         }
     }
+
+    /// The value's proto name without the enum's prefix, in lower case (`ROLE_PRIVACY_OFFICER` is `privacy_officer`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .unspecified: return "unspecified"
+        case .learner: return "learner"
+        case .guardian: return "guardian"
+        case .teacher: return "teacher"
+        case .tenantAdmin: return "tenant_admin"
+        case .service: return "service"
+        case .privacyOfficer: return "privacy_officer"
+        case .unrecognized: return nil
+        }
+    }
 }
 
 extension PageRequest: ProtoMessage, CProtoBridged {

@@ -174,6 +174,29 @@ public enum EventType: Hashable, Sendable, CaseIterable {
         case .unrecognized(let value): return value
         }
     }
+
+    /// The value's proto name without the enum's prefix, in lower case (`EVENT_TYPE_RETENTION_RUN_COMPLETED` is `retention_run_completed`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .unspecified: return "unspecified"
+        case .threadCreated: return "thread_created"
+        case .threadUpdated: return "thread_updated"
+        case .threadDeleted: return "thread_deleted"
+        case .messageCreated: return "message_created"
+        case .messageEdited: return "message_edited"
+        case .messageDeleted: return "message_deleted"
+        case .privacyExportRequested: return "privacy_export_requested"
+        case .privacyExportCompleted: return "privacy_export_completed"
+        case .privacyErasureRequested: return "privacy_erasure_requested"
+        case .privacyErasureCompleted: return "privacy_erasure_completed"
+        case .legalHoldPlaced: return "legal_hold_placed"
+        case .legalHoldReleased: return "legal_hold_released"
+        case .retentionRunCompleted: return "retention_run_completed"
+        case .unrecognized: return nil
+        }
+    }
 }
 
 extension OutboxEvent: ProtoMessage, CProtoBridged {

@@ -145,6 +145,19 @@ public enum ServingStatus: Hashable, Sendable, CaseIterable {
         case .unrecognized(let value): return value
         }
     }
+
+    /// The value's proto name without the enum's prefix, in lower case (`SERVING_STATUS_SERVICE_UNKNOWN` is `service_unknown`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .unknown: return "unknown"
+        case .serving: return "serving"
+        case .notServing: return "not_serving"
+        case .serviceUnknown: return "service_unknown"
+        case .unrecognized: return nil
+        }
+    }
 }
 
 /// The proto enum `MethodKind`. Unknown values are kept as `.unrecognized`, as proto3 requires.
@@ -178,6 +191,18 @@ public enum MethodKind: Hashable, Sendable, CaseIterable {
         case .unary: return 1
         case .serverStreaming: return 2
         case .unrecognized(let value): return value
+        }
+    }
+
+    /// The value's proto name without the enum's prefix, in lower case (`METHOD_KIND_SERVER_STREAMING` is `server_streaming`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .unspecified: return "unspecified"
+        case .unary: return "unary"
+        case .serverStreaming: return "server_streaming"
+        case .unrecognized: return nil
         }
     }
 }

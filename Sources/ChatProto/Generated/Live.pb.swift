@@ -105,6 +105,19 @@ public struct MessageEvent: Hashable, Sendable {
             case .unrecognized(let value): return value
             }
         }
+
+        /// The value's proto name without the enum's prefix, in lower case (`KIND_DELETED` is `deleted`); nil for a value this
+        /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+        /// a stored column) are these.
+        public var name: String? {
+            switch self {
+            case .unspecified: return "unspecified"
+            case .created: return "created"
+            case .edited: return "edited"
+            case .deleted: return "deleted"
+            case .unrecognized: return nil
+            }
+        }
     }
 }
 
@@ -164,6 +177,19 @@ public struct ThreadEvent: Hashable, Sendable {
             case .updated: return 2
             case .deleted: return 3
             case .unrecognized(let value): return value
+            }
+        }
+
+        /// The value's proto name without the enum's prefix, in lower case (`KIND_DELETED` is `deleted`); nil for a value this
+        /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+        /// a stored column) are these.
+        public var name: String? {
+            switch self {
+            case .unspecified: return "unspecified"
+            case .created: return "created"
+            case .updated: return "updated"
+            case .deleted: return "deleted"
+            case .unrecognized: return nil
             }
         }
     }

@@ -786,6 +786,22 @@ public enum AuditKind: Hashable, Sendable, CaseIterable {
         case .unrecognized(let value): return value
         }
     }
+
+    /// The value's proto name without the enum's prefix, in lower case (`AUDIT_KIND_RETENTION_POLICY_SET` is `retention_policy_set`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .unspecified: return "unspecified"
+        case .export: return "export"
+        case .erasure: return "erasure"
+        case .legalHoldPlaced: return "legal_hold_placed"
+        case .legalHoldReleased: return "legal_hold_released"
+        case .retentionRun: return "retention_run"
+        case .retentionPolicySet: return "retention_policy_set"
+        case .unrecognized: return nil
+        }
+    }
 }
 
 extension ReadCursor: ProtoMessage, CProtoBridged {

@@ -386,6 +386,32 @@ public enum StatusCode: Hashable, Sendable, CaseIterable {
         case .unrecognized(let value): return value
         }
     }
+
+    /// The value's proto name without the enum's prefix, in lower case (`STATUS_CODE_UNAUTHENTICATED` is `unauthenticated`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .ok: return "ok"
+        case .cancelled: return "cancelled"
+        case .unknown: return "unknown"
+        case .invalidArgument: return "invalid_argument"
+        case .deadlineExceeded: return "deadline_exceeded"
+        case .notFound: return "not_found"
+        case .alreadyExists: return "already_exists"
+        case .permissionDenied: return "permission_denied"
+        case .resourceExhausted: return "resource_exhausted"
+        case .failedPrecondition: return "failed_precondition"
+        case .aborted: return "aborted"
+        case .outOfRange: return "out_of_range"
+        case .unimplemented: return "unimplemented"
+        case .internal: return "internal"
+        case .unavailable: return "unavailable"
+        case .dataLoss: return "data_loss"
+        case .unauthenticated: return "unauthenticated"
+        case .unrecognized: return nil
+        }
+    }
 }
 
 extension MetadataEntry: ProtoMessage, CProtoBridged {

@@ -301,6 +301,18 @@ public enum ThreadState: Hashable, Sendable, CaseIterable {
         case .unrecognized(let value): return value
         }
     }
+
+    /// The value's proto name without the enum's prefix, in lower case (`THREAD_STATE_ARCHIVED` is `archived`); nil for a value this
+    /// version of the contract does not know. Names that stand for the value outside the wire (a token claim,
+    /// a stored column) are these.
+    public var name: String? {
+        switch self {
+        case .unspecified: return "unspecified"
+        case .active: return "active"
+        case .archived: return "archived"
+        case .unrecognized: return nil
+        }
+    }
 }
 
 extension Thread: ProtoMessage, CProtoBridged {

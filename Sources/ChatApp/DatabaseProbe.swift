@@ -1,14 +1,21 @@
-import ChatStore
-import Logging
-import ServiceLifecycle
+internal import ChatRPC
+public import ChatStore
+public import Logging
+public import ServiceLifecycle
 
 /// Checks at start-up that the database answers as the application role and that the schema is migrated (chatd
 /// stops if not), then holds until graceful shutdown.
-struct DatabaseProbe: Service {
+public struct DatabaseProbe: Service {
     let pool: PGPool
     let logger: Logger
 
-    func run() async throws {
+    /// Creates the probe.
+    public init(pool: PGPool, logger: Logger) {
+        self.pool = pool
+        self.logger = logger
+    }
+
+    public func run() async throws {
         let (version, isApplicationRole) = try await self.pool.withConnection { connection in
             let result = try connection.query(
                 """

@@ -1,3 +1,5 @@
+import ChatDomain
+import ChatProto
 import ChatTestSupport
 import Foundation
 import Logging
@@ -68,8 +70,11 @@ enum TestDatabase {
     }
 
     static func runScriptBlocking(_ arguments: [String]) throws -> Int32 {
-        try runProgramBlocking(Self.repositoryRoot.appendingPathComponent(arguments[0]).path, Array(arguments.dropFirst()))
-            .status
+        try runProgramBlocking(
+            Self.repositoryRoot.appendingPathComponent(arguments[0]).path,
+            Array(arguments.dropFirst())
+        )
+        .status
     }
 }
 

@@ -23,12 +23,15 @@ final class RawPeer: Sendable {
         if let receiveBuffer {
             bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
         }
-        self.channel = try await bootstrap
+        self.channel =
+            try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: tls, serverName: "127.0.0.1"))
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: 1 << 24 - 1, expectsPreface: false)))
+                    try sync.addHandler(
+                        ByteToMessageHandler(FrameDecoder(maxFrameSize: 1 << 24 - 1, expectsPreface: false))
+                    )
                     try sync.addHandler(FrameCollector(continuation: continuation, ready: ready))
                 }
             }

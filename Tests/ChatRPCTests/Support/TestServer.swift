@@ -1,4 +1,5 @@
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import ChatServices
@@ -139,7 +140,7 @@ final class TestServer: Sendable {
         }
         router.register(TestMethods.fail) { _, _ in throw SecretFailure() }
         router.register(TestMethods.whoAmI) { _, context in
-            Message(body: context.attributes["principal"] as? String ?? "nobody")
+            Message(body: context.principal?.userID ?? "nobody")
         }
         routes(&router)
         MethodListService.register(in: &router, serverVersion: "test")

@@ -1,5 +1,7 @@
+import ChatApp
 import ChatAuth
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import ChatServices
@@ -10,21 +12,30 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// One chatd instance - the thread, message and live services, with its live hub - on a migrated database, over
-/// real TLS, with real token authentication; clients are made per role. Several instances may share one database
-/// (`sharing:`), as several chatd processes do.
+/// One chatd instance, assembled by `ChatApplication` exactly as `chatd serve` assembles it, on a migrated database,
+/// over real TLS, with real token authentication; clients are made per role. Several instances may share one
+/// database (`sharing:`), as several chatd processes do.
 final class ServiceHarness: Sendable {
     let database: MigratedDatabase
-    let pool: PGPool
-    let server: ChatServer
+    let application: ChatApplication
     let port: Int
     let group: MultiThreadedEventLoopGroup
     let signer: JWSSigningKey
-    let hub: LiveHub
     let hubTask: Task<Void, Never>
 
+    var pool: PGPool { self.application.pool }
+    var server: ChatServer { self.application.server }
+    var hub: LiveHub { self.application.hub }
+
+    /// Rate budgets no suite reaches unless it sets its own (the interceptor runs either way).
+    static let unlimited = RateLimiter.Configuration(
+        perPrincipal: (1e9, 1e9),
+        perService: (1e9, 1e9),
+        perTenant: (1e9, 1e9)
+    )
+
     init(
-        rateLimit: RateLimiter.Configuration? = nil,
+        rateLimit: RateLimiter.Configuration = ServiceHarness.unlimited,
         extraKeys: [JWSVerificationKey] = [],
         live: LiveService.Configuration = LiveService.Configuration(),
         hub hubConfiguration: ((String) -> LiveHub.Configuration)? = nil,
@@ -46,52 +57,38 @@ final class ServiceHarness: Sendable {
         } else {
             self.database = try await TestDatabase.makeMigrated()
         }
-        self.pool = self.database.makePool(size: poolSize)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let hub = LiveHub(
-            pool: self.pool,
-            configuration: hubConfiguration?(self.database.app) ?? .init(listenConninfo: self.database.app),
-            logger: Logger(label: "live-hub")
-        )
-        self.hub = hub
-        self.hubTask = Task { try? await hub.run() }
         self.signer = JWSSigningKey.hmac(id: "k", secret: Array("service-harness-secret-0123456789".utf8))
-        let verifier = TokenVerifier(
-            keys: JWKSet(keys: [try self.signer.verificationKey()] + extraKeys),
-            issuer: "test",
-            audience: "chatd"
-        )
-        var router = Router()
-        let tokens = SealedTokens(sealer: sealer ?? Self.sealer)
-        ThreadService(pool: self.pool, live: hub, tokens: tokens, idempotencyWindow: idempotencyWindow)
-            .register(in: &router)
-        MessageService(pool: self.pool, live: hub, tokens: tokens, idempotencyWindow: idempotencyWindow)
-            .register(in: &router)
-        LiveService(pool: self.pool, hub: hub, tokens: tokens, configuration: live).register(in: &router)
-        PrivacyService(
-            pool: self.pool,
-            live: hub,
-            tokens: tokens,
-            logger: Logger(label: "privacy"),
-            exportPageSize: exportPageSize,
-            idempotencyWindow: idempotencyWindow
-        )
-        .register(in: &router)
-        MethodListService.register(in: &router, serverVersion: "test")
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let tls = try TLSContext(
             configuration: .server(certificate: "\(directory)/server.pem", privateKey: "\(directory)/server.key")
         )
-        self.server = ChatServer(
-            configuration: .init(host: "127.0.0.1", port: 0, tls: tls),
-            router: router,
-            interceptors: [AuthInterceptor(verifier: verifier, serviceTenants: serviceTenants)]
-                + (rateLimit.map { [RateLimitInterceptor(limiter: RateLimiter(configuration: $0))] } ?? [])
-                + [DatabaseBudgetInterceptor()],
+        var configuration = AppConfiguration(
+            server: .init(host: "127.0.0.1", port: 0, tls: tls),
+            databaseURL: self.database.app,
+            verifier: TokenVerifier(
+                keys: JWKSet(keys: [try self.signer.verificationKey()] + extraKeys),
+                issuer: "test",
+                audience: "chatd"
+            ),
+            sealer: sealer ?? Self.sealer
+        )
+        configuration.pool = PGPool.Configuration(size: poolSize)
+        configuration.serviceTenants = serviceTenants
+        configuration.rateLimits = rateLimit
+        configuration.live = live
+        configuration.liveHub = hubConfiguration?(self.database.app) ?? .init(listenConninfo: self.database.app)
+        configuration.idempotencyWindow = idempotencyWindow
+        configuration.exportPageSize = exportPageSize
+        configuration.retention = nil
+        self.application = ChatApplication(
+            configuration: configuration,
             group: self.group,
             logger: Logger(label: "service-harness")
         )
-        self.port = try await self.server.start()
+        let hub = self.application.hub
+        self.hubTask = Task { try? await hub.run() }
+        self.port = try await self.application.server.start()
     }
 
     /// The token keys every harness shares (instances of one deployment share them): a token from one instance
@@ -116,7 +113,7 @@ final class ServiceHarness: Sendable {
 
     /// A client for a principal.
     func client(
-        _ role: ChatAuth.Role,
+        _ role: Role,
         tenant: String = Fixture.tenantA,
         user: String? = nil,
         scope: [String] = [],
@@ -124,8 +121,8 @@ final class ServiceHarness: Sendable {
     ) throws -> ChatClient {
         let now = Int64(Date().timeIntervalSince1970)
         let token = try self.signer.sign(claims: [
-            "iss": "test", "aud": "chatd", "sub": user ?? "\(role.rawValue)-1", "tenant_id": tenant,
-            "role": role.rawValue, "learner_scope": scope, "exp": now + lifetime,
+            "iss": "test", "aud": "chatd", "sub": user ?? "\(role.claimName)-1", "tenant_id": tenant,
+            "role": role.claimName, "learner_scope": scope, "exp": now + lifetime,
         ])
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         return ChatClient(

@@ -1,0 +1,96 @@
+internal import ChatAuth
+internal import ChatProto
+public import ChatRPC
+public import ChatServices
+public import ChatStore
+public import Logging
+public import NIOPosix
+public import ServiceLifecycle
+
+/// The one place a chatd instance is assembled (grpc-swift-2 keeps one such place too): the pool, the live hub,
+/// every service on one router, the interceptors in their order, and the server with its limits, all from one
+/// `AppConfiguration`. `chatd serve` runs it; every test that needs a server builds it here, so that what is
+/// tested is what ships.
+public final class ChatApplication: Sendable {
+    /// The configuration it was built from.
+    public let configuration: AppConfiguration
+    /// The application role's connections.
+    public let pool: PGPool
+    /// Live delivery: wakes the streams of this instance, tells the others through NOTIFY.
+    public let hub: LiveHub
+    /// The RPC server (not listening until started or run).
+    public let server: ChatServer
+    let logger: Logger
+
+    /// Assembles an instance; nothing runs until `services` run (or, in tests, the server starts).
+    public init(configuration: AppConfiguration, group: MultiThreadedEventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        let pool = PGPool(conninfo: configuration.databaseURL, configuration: configuration.pool, logger: logger)
+        let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
+        self.pool = pool
+        self.hub = hub
+        self.server = ChatServer(
+            configuration: configuration.server,
+            router: Self.router(configuration, pool: pool, hub: hub),
+            interceptors: Self.interceptors(configuration),
+            group: group,
+            logger: logger
+        )
+    }
+
+    /// Every method of the contract, each registered by its service.
+    static func router(_ configuration: AppConfiguration, pool: PGPool, hub: LiveHub) -> Router {
+        let tokens = SealedTokens(sealer: configuration.sealer)
+        let window = configuration.idempotencyWindow
+        var router = Router()
+        HealthService(services: ChatMethods.all.map { String($0.path.split(separator: "/")[0]) })
+            .register(in: &router)
+        ThreadService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
+        MessageService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
+        LiveService(pool: pool, hub: hub, tokens: tokens, configuration: configuration.live).register(in: &router)
+        PrivacyService(
+            pool: pool,
+            live: hub,
+            tokens: tokens,
+            exportPageSize: configuration.exportPageSize,
+            idempotencyWindow: window
+        )
+        .register(in: &router)
+        MethodListService.register(in: &router, serverVersion: configuration.serverVersion)
+        return router
+    }
+
+    /// The interceptors, outermost first: who is calling (and may they), then how often, then the call's
+    /// database budget.
+    static func interceptors(_ configuration: AppConfiguration) -> [any ServerInterceptor] {
+        [
+            AuthInterceptor(verifier: configuration.verifier, serviceTenants: configuration.serviceTenants),
+            RateLimitInterceptor(limiter: RateLimiter(configuration: configuration.rateLimits)),
+            DatabaseBudgetInterceptor(),
+        ]
+    }
+
+    /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the database
+    /// probe, the hub before the server (so it stops after it, and draining streams still get woken), the server,
+    /// and the retention sweeper when configured.
+    public var services: [any Service] {
+        var services: [any Service] = [DatabaseProbe(pool: self.pool, logger: self.logger), self.hub, self.server]
+        if let retention = self.configuration.retention {
+            services.append(
+                RetentionScheduler(
+                    pool: self.pool,
+                    interval: retention.interval,
+                    batchSize: retention.batchSize,
+                    logger: self.logger
+                )
+            )
+        }
+        return services
+    }
+
+    /// Closes the pool's connections (after the services have stopped).
+    public func shutdown() {
+        self.pool.shutdown()
+    }
+}
