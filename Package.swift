@@ -304,20 +304,43 @@ let package = Package(
             dependencies: ["ChatServices", "ChatAuth", "ChatDomain", "ChatStore", "ChatProto"],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "ChatStoreTestSupport",
+            dependencies: [
+                "ChatTestSupport", "ChatDomain", "ChatProto", "ChatStore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/ChatStoreTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        // The storage layer against the real PostgreSQL of scripts/test: connections, pipelines, the pool's
+        // bounds, migrations, row-level security, sequences, the SQL's roles.
         .testTarget(
             name: "ChatStoreTests",
             dependencies: [
+                "ChatTestSupport", "ChatStoreTestSupport", "ChatDomain", "ChatProto", "ChatServices", "ChatStore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // End to end: the services assembled by ChatApp over real TLS and PostgreSQL, the chatctl and chatd
+        // executables, live delivery, privacy, idempotency.
+        .testTarget(
+            name: "ChatIntegrationTests",
+            dependencies: [
                 "ChatTestSupport",
+                "ChatStoreTestSupport",
                 "ChatApp",
-                "ChatDomain",
-                "ChatStore",
                 "ChatAuth",
                 "ChatClient",
+                "ChatDomain",
                 "ChatProto",
                 "ChatRPC",
                 "ChatServices",
+                "ChatStore",
                 "ChatTLS",
                 "ChatWire",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -93,14 +93,24 @@ final class ChatConnection: Sendable {
             .connect(host: host, port: port)
             .get()
         try await ready.futureResult.get()
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(
-                try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self),
-                eventLoop: channel.eventLoop
-            )
-        }.get()
+        let handler: NIOLoopBound<ClientConnectionHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(
+                    try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self),
+                    eventLoop: channel.eventLoop
+                )
+            }.get()
+        } catch {
+            // The server closed the connection between its settings and now (an idle timeout, a drain): no call
+            // was sent on it, so connecting again is safe.
+            throw ClosedBeforeUse()
+        }
         return ChatConnection(channel: channel, handler: handler, usability: usability)
     }
+
+    /// A connection that closed after it was set up and before any call was sent on it.
+    struct ClosedBeforeUse: Error {}
 
     /// True while the connection takes new calls (no hop to the event loop: an atomic flag the handler keeps).
     var isUsable: Bool { self.usability.isUsable }
@@ -183,6 +193,23 @@ public final class ChatClient: Sendable {
     }
 
     private func connection() async throws -> ChatConnection {
+        // A connection the server closes before any call went out on it (it went idle or drained while this
+        // machine was slow) is replaced; a few times at most.
+        for _ in 1..<3 {
+            do {
+                return try await self.usableConnection()
+            } catch is ChatConnection.ClosedBeforeUse {
+                continue
+            }
+        }
+        do {
+            return try await self.usableConnection()
+        } catch is ChatConnection.ClosedBeforeUse {
+            throw RPCError(.unavailable, "\(self.host):\(self.port) closed the connection before its first call")
+        }
+    }
+
+    private func usableConnection() async throws -> ChatConnection {
         let existing = self.current.withLock { $0 }
         if let existing, let connection = try? await existing.value, connection.isUsable {
             return connection
@@ -199,6 +226,7 @@ public final class ChatClient: Sendable {
             return try await fresh.value
         } catch {
             self.current.withLock { if $0 == fresh { $0 = nil } }
+            if error is ChatConnection.ClosedBeforeUse { throw error }
             throw RPCError(.unavailable, "cannot connect to \(self.host):\(self.port): \(error)")
         }
     }

@@ -35,7 +35,7 @@ struct Token: AsyncParsableCommand {
 
         @Option(
             name: .customLong("role"),
-            help: "learner, guardian, teacher, tenant_admin, service or privacy_officer."
+            help: ArgumentHelp("One of: \(Role.assignable.map(\.claimName).joined(separator: ", ")).")
         )
         var role: String = "tenant_admin"
 

@@ -1,3 +1,4 @@
+import ChatStoreTestSupport
 import Logging
 import Testing
 

@@ -1,3 +1,4 @@
+import ChatStoreTestSupport
 import Testing
 
 @testable import ChatStore

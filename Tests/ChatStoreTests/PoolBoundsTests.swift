@@ -1,3 +1,4 @@
+import ChatStoreTestSupport
 import ChatTestSupport
 import Foundation
 import Logging

@@ -1,5 +1,6 @@
 import ChatDomain
 import ChatProto
+import ChatStoreTestSupport
 import Foundation
 import Logging
 import Testing

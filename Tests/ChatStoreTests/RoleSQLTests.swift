@@ -1,5 +1,6 @@
 import ChatDomain
 import ChatProto
+import ChatStoreTestSupport
 import ChatTestSupport
 import Testing
 

@@ -1,6 +1,7 @@
 import ChatProto
 import ChatRPC
 import ChatServices
+import ChatStoreTestSupport
 import Testing
 
 @testable import ChatStore

@@ -3,6 +3,7 @@ import ChatClient
 import ChatProto
 import ChatRPC
 import ChatServices
+import ChatStoreTestSupport
 import ChatTestSupport
 import Foundation
 import Testing

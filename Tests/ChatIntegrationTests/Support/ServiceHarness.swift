@@ -6,6 +6,7 @@ import ChatProto
 import ChatRPC
 import ChatServices
 import ChatStore
+import ChatStoreTestSupport
 import ChatTLS
 import Foundation
 import Logging

@@ -1,4 +1,5 @@
 import ChatAuth
+import ChatStoreTestSupport
 import ChatTestSupport
 import Foundation
 import Testing

@@ -1,8 +1,10 @@
 import ChatAuth
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import ChatServices
+import ChatStoreTestSupport
 import ChatTestSupport
 import Foundation
 import Logging

@@ -1,5 +1,8 @@
+import ChatApp
 import ChatClient
 import ChatProto
+import ChatRPCCore
+import ChatStoreTestSupport
 import ChatTLS
 import ChatTestSupport
 import ChatWire
@@ -13,6 +16,8 @@ final class ChatdProcess: Sendable {
     let pid: pid_t
     let port: Int
     let log: String
+    /// The Ed25519 key the instance's JWKS holds (key id "p").
+    let signingKey: String
 
     /// The chatd binary next to the test bundle.
     static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -21,6 +26,7 @@ final class ChatdProcess: Sendable {
     init(database: MigratedDatabase, directory: String, arguments: [String] = []) throws {
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let key = "\(directory)/signing.pem"
+        self.signingKey = key
         #expect(
             try runProgramBlocking("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
         )
@@ -52,6 +58,30 @@ final class ChatdProcess: Sendable {
         let spawned = posix_spawn(&pid, Self.binary, &actions, nil, &cArguments, environ)
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
         self.pid = pid
+    }
+
+    /// A bearer token for this instance, minted by `chatctl token mint`.
+    func token(role: String, tenant: String = Fixture.tenantA, sub: String = "process-user") throws -> String {
+        let minted = try runProgramBlocking(
+            CLITests.chatctl,
+            [
+                "token", "mint", "--key", self.signingKey, "--kid", "p", "--issuer", "test", "--tenant", tenant,
+                "--sub", sub, "--role", role,
+            ]
+        )
+        #expect(minted.status == 0, "\(minted.output)")
+        return "Bearer " + minted.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Waits until the instance answers its health check.
+    func waitServing(_ client: ChatClient) async throws {
+        var serving = false
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !serving, ContinuousClock.now < deadline {
+            serving = (try? await client.healthCheck(HealthCheckRequest()).status) == .serving
+            if !serving { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(serving, "chatd did not come up: \((try? String(contentsOfFile: self.log, encoding: .utf8)) ?? "")")
     }
 
     /// A port nobody listens on now.
@@ -115,13 +145,7 @@ struct ChatdProcessTests {
             tls: try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem")),
             group: group
         )
-        var serving = false
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !serving, ContinuousClock.now < deadline {
-            serving = (try? await client.healthCheck(HealthCheckRequest()).status) == .serving
-            if !serving { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(serving, "chatd did not come up: \((try? String(contentsOfFile: chatd.log, encoding: .utf8)) ?? "")")
+        try await chatd.waitServing(client)
         // A second idle connection that never answers PING (the drain's PING included): it must not hold shutdown.
         let clientTLS = try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem"))
         let handshake = group.next().makePromise(of: Void.self)
@@ -149,6 +173,73 @@ struct ChatdProcessTests {
         #expect(took < .seconds(2), "chatd took \(took) to exit")
         await client.close()
         try? await silent.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test(
+        "the executable serves every method, through authentication, rate limits and the database, as assembled by ChatApp"
+    )
+    func servesTheAssembledServices() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = try await TestDatabase.makeMigrated()
+        // A per-user budget of 3 calls a second (burst 6), so that the limiter's presence is observable.
+        let chatd = try ChatdProcess(database: database, directory: directory, arguments: ["--rate-per-user", "3"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
+        func client(_ authorization: String?) throws -> ChatClient {
+            ChatClient(
+                host: "127.0.0.1",
+                port: chatd.port,
+                tls: try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem")),
+                authorization: authorization,
+                group: group
+            )
+        }
+        let anonymous = try client(nil)
+        try await chatd.waitServing(anonymous)
+
+        // Every method of the contract is registered (the listing is public).
+        let listing = try await anonymous.listMethods(ListMethodsRequest())
+        #expect(Set(listing.methods.map(\.name)) == Set(ChatMethods.all.map(\.path)))
+        #expect(listing.serverVersion == chatdVersion)
+
+        // A tenant admin's write and read go through the interceptors and the database.
+        let admin = try client(try chatd.token(role: "tenant_admin"))
+        let created = try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "Process"))
+        let threadID = try #require(created.thread?.id)
+        let sent = try await admin.sendMessage(
+            SendMessageRequest(threadId: threadID, body: "through chatd", idempotencyKey: "process-1")
+        )
+        #expect(sent.message?.seq == 1)
+        let page = try await admin.listMessages(ListMessagesRequest(threadId: threadID))
+        #expect(page.messages.map(\.body) == ["through chatd"])
+
+        // Without --service-tenants, a service principal may act for no tenant.
+        let service = try client(try chatd.token(role: "service", sub: "indexer"))
+        do {
+            _ = try await service.listThreads(ListThreadsRequest())
+            Issue.record("a service principal without an allowance was served")
+        } catch let error as RPCError {
+            #expect(error.code == .permissionDenied && error.message.contains("--service-tenants"), "\(error)")
+        }
+
+        // The rate limiter is in the chain: a burst well past 6 calls of one user is refused, not served.
+        let burst = try client(try chatd.token(role: "teacher", sub: "burst-user"))
+        var refused: RPCError?
+        for _ in 0..<40 where refused == nil {
+            do {
+                _ = try await burst.listThreads(ListThreadsRequest())
+            } catch let error as RPCError {
+                refused = error
+            }
+        }
+        #expect(refused?.code == .resourceExhausted, "\(String(describing: refused))")
+
+        kill(chatd.pid, SIGTERM)
+        #expect(try await chatd.wait() == 0)
+        for client in [anonymous, admin, service, burst] { await client.close() }
         try await group.shutdownGracefully()
     }
 }

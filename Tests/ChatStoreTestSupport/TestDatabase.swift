@@ -1,20 +1,22 @@
-import ChatDomain
-import ChatProto
-import ChatTestSupport
-import Foundation
-import Logging
-import Testing
+public import ChatDomain
+public import ChatProto
+public import ChatStore
+public import ChatTestSupport
+public import Foundation
+internal import Logging
 
-@testable import ChatStore
+// SQL(text:binds:) is internal to ChatStore (the only raw-text statement constructor); the tests build some
+// statements from tables of text.
+@testable internal import ChatStore
 
 /// The PostgreSQL cluster that scripts/test started. Tests fail (they do not skip) without it, since CI must run them.
-enum TestDatabase {
-    struct Missing: Error, CustomStringConvertible {
-        var description: String { "CHAT_TEST_DATABASE_URL is not set: run the tests through scripts/test" }
+public enum TestDatabase {
+    public struct Missing: Error, CustomStringConvertible {
+        public var description: String { "CHAT_TEST_DATABASE_URL is not set: run the tests through scripts/test" }
     }
 
     /// The bootstrap superuser on the `postgres` database.
-    static var conninfo: String {
+    public static var conninfo: String {
         get throws {
             guard let url = ProcessInfo.processInfo.environment["CHAT_TEST_DATABASE_URL"] else { throw Missing() }
             return url
@@ -22,7 +24,7 @@ enum TestDatabase {
     }
 
     /// The cluster's socket directory.
-    static var socketDirectory: String {
+    public static var socketDirectory: String {
         get throws {
             guard let dir = ProcessInfo.processInfo.environment["CHAT_TEST_PG_SOCKET_DIR"] else { throw Missing() }
             return dir
@@ -30,18 +32,18 @@ enum TestDatabase {
     }
 
     /// A connection string for `user` on `database` of the test cluster.
-    static func conninfo(database: String, user: String) throws -> String {
+    public static func conninfo(database: String, user: String) throws -> String {
         "host=\(try Self.socketDirectory) port=5432 dbname=\(database) user=\(user)"
     }
 
     /// A new database owned by `chat_owner`, migrated, with connection strings for the owner, the application role
     /// and the superuser.
-    static func makeMigrated() async throws -> MigratedDatabase {
+    public static func makeMigrated() async throws -> MigratedDatabase {
         // libpq blocks: off the cooperative pool.
         try await offPool { try Self.makeMigratedBlocking() }
     }
 
-    static func makeMigratedBlocking() throws -> MigratedDatabase {
+    public static func makeMigratedBlocking() throws -> MigratedDatabase {
         let name = "chat_t_\(UInt32.random(in: 0...UInt32.max))_\(UInt32.random(in: 0...UInt32.max))"
         let admin = try PGConnection(conninfo: try Self.conninfo)
         try admin.query("CREATE DATABASE \(unsafeRaw: name) OWNER chat_owner")
@@ -58,18 +60,17 @@ enum TestDatabase {
     }
 
     /// The repository's root folder.
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+    public static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
 
     /// Runs a command of the repository's scripts and returns its exit status. Uses posix_spawn and waitpid:
     /// Foundation's `Process.waitUntilExit` can hang when called from an async test.
     @discardableResult
-    static func runScript(_ arguments: [String]) async throws -> Int32 {
+    public static func runScript(_ arguments: [String]) async throws -> Int32 {
         try await offPool { try Self.runScriptBlocking(arguments) }
     }
 
-    static func runScriptBlocking(_ arguments: [String]) throws -> Int32 {
+    public static func runScriptBlocking(_ arguments: [String]) throws -> Int32 {
         try runProgramBlocking(
             Self.repositoryRoot.appendingPathComponent(arguments[0]).path,
             Array(arguments.dropFirst())
@@ -79,33 +80,41 @@ enum TestDatabase {
 }
 
 /// A migrated database of the test cluster.
-struct MigratedDatabase: Sendable {
-    let name: String
+public struct MigratedDatabase: Sendable {
+    public let name: String
     /// `chat_owner`, which ran the migrations.
-    let owner: String
+    public let owner: String
     /// `chat_app`: not owner, not superuser, no BYPASSRLS.
-    let app: String
+    public let app: String
     /// The bootstrap superuser, which bypasses row-level security (for seeding and checking).
-    let superuser: String
+    public let superuser: String
 
-    func makePool(size: Int = 4) -> PGPool {
+    /// A database by its connection strings.
+    public init(name: String, owner: String, app: String, superuser: String) {
+        self.name = name
+        self.owner = owner
+        self.app = app
+        self.superuser = superuser
+    }
+
+    public func makePool(size: Int = 4) -> PGPool {
         PGPool(conninfo: self.app, size: size, logger: Logger(label: "test"))
     }
 }
 
 /// Fixed identities for the tests.
-enum Fixture {
-    static let tenantA = "a0000000-0000-4000-8000-000000000001"
-    static let tenantB = "b0000000-0000-4000-8000-000000000002"
-    static let learnerA1 = "a1000000-0000-4000-8000-000000000011"
-    static let learnerA2 = "a2000000-0000-4000-8000-000000000012"
-    static let learnerB1 = "b1000000-0000-4000-8000-000000000021"
+public enum Fixture {
+    public static let tenantA = "a0000000-0000-4000-8000-000000000001"
+    public static let tenantB = "b0000000-0000-4000-8000-000000000002"
+    public static let learnerA1 = "a1000000-0000-4000-8000-000000000011"
+    public static let learnerA2 = "a2000000-0000-4000-8000-000000000012"
+    public static let learnerB1 = "b1000000-0000-4000-8000-000000000021"
 
-    static func admin(_ tenant: String) -> TenantContext {
+    public static func admin(_ tenant: String) -> TenantContext {
         TenantContext(tenantID: tenant, userID: "admin-\(tenant.prefix(1))", role: .tenantAdmin)
     }
 
-    static func guardian(_ tenant: String, of learners: [String]) -> TenantContext {
+    public static func guardian(_ tenant: String, of learners: [String]) -> TenantContext {
         TenantContext(tenantID: tenant, userID: "guardian-1", role: .guardian, learnerScope: learners)
     }
 }
@@ -113,7 +122,7 @@ enum Fixture {
 extension PGConnection {
     /// Runs a statement given as text with its binds (tests build some statements from tables of text).
     @discardableResult
-    func queryText(_ text: String, _ binds: [String?] = []) throws(StorageError) -> PGResult {
+    public func queryText(_ text: String, _ binds: [String?] = []) throws(StorageError) -> PGResult {
         try self.query(SQL(text: text, binds: binds))
     }
 }

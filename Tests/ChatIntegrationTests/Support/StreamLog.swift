@@ -1,6 +1,7 @@
 import ChatClient
 import ChatProto
 import ChatRPC
+import ChatStoreTestSupport
 import Synchronization
 
 /// A live stream read by a task of its own: its events as they arrive, and how it ended.

@@ -3,6 +3,7 @@ import ChatClient
 import ChatProto
 import ChatRPC
 import ChatStore
+import ChatStoreTestSupport
 import Testing
 
 func rpcCode(_ error: any Error) -> StatusCode? { (error as? RPCError)?.code }

@@ -3,6 +3,7 @@ import ChatClient
 import ChatDomain
 import ChatProto
 import ChatRPC
+import ChatStoreTestSupport
 import Testing
 
 /// The real thread and message services, every role x (own learner, learner out of scope, other tenant).
