@@ -23,41 +23,80 @@ final class ChatdProcess: Sendable {
     static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         .appendingPathComponent("chatd").path
 
-    init(database: MigratedDatabase, directory: String, arguments: [String] = []) throws {
+    private init(pid: pid_t, port: Int, log: String, signingKey: String) {
+        self.pid = pid
+        self.port = port
+        self.log = log
+        self.signingKey = signingKey
+    }
+
+    /// Starts chatd on a port the kernel picks (`--listen 127.0.0.1:0`) and returns once it listens, with the port
+    /// it logged: no other test can take the port between a probe and chatd's bind.
+    static func start(database: MigratedDatabase, directory: String, arguments: [String] = []) async throws
+        -> ChatdProcess
+    {
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let key = "\(directory)/signing.pem"
-        self.signingKey = key
         #expect(
-            try runProgramBlocking("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
+            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
         )
-        let jwks = try runProgramBlocking(CLITests.chatctl, ["token", "jwks", "--key", key, "--kid", "p"])
+        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", key, "--kid", "p"])
         try jwks.output.write(toFile: "\(directory)/jwks.json", atomically: true, encoding: .utf8)
         try "1 \(Data(repeating: 7, count: 32).base64EncodedString())\n".write(
             toFile: "\(directory)/seal.keys",
             atomically: true,
             encoding: .utf8
         )
-        self.port = try Self.freePort()
-        self.log = "\(directory)/chatd.log"
+        let log = "\(directory)/chatd.log"
         let argv =
             [
-                Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:\(self.port)",
+                Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:0",
                 "--tls-certificate", "\(tls)/server.pem", "--tls-key", "\(tls)/server.key",
                 "--auth-jwks", "\(directory)/jwks.json", "--auth-issuer", "test", "--retention-interval", "0",
                 "--token-seal-keys", "\(directory)/seal.keys",
-                "--log-level", "warning",
+                // info: the "listening" line names the port.
+                "--log-level", "info",
             ] + arguments
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, self.log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cArguments.forEach { free($0) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, Self.binary, &actions, nil, &cArguments, environ)
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
-        self.pid = pid
+        let port = try await Self.listeningPort(pid: pid, log: log)
+        return ChatdProcess(pid: pid, port: port, log: log, signingKey: key)
+    }
+
+    struct DidNotListen: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The port in chatd's "listening" log line; fails when chatd exits first or does not listen within 30 s.
+    private static func listeningPort(pid: pid_t, log: String) async throws -> Int {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").first(where: { $0.contains("listening") }),
+                let field = line.split(separator: " ").first(where: { $0.hasPrefix("server.port=") }),
+                let port = Int(field.dropFirst("server.port=".count))
+            {
+                return port
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                throw DidNotListen(description: "chatd exited before it listened: \(text)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kill(pid, SIGKILL)
+        throw DidNotListen(
+            description:
+                "chatd did not listen within 30 s: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")"
+        )
     }
 
     /// A bearer token for this instance, minted by `chatctl token mint`.
@@ -82,23 +121,6 @@ final class ChatdProcess: Sendable {
             if !serving { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(serving, "chatd did not come up: \((try? String(contentsOfFile: self.log, encoding: .utf8)) ?? "")")
-    }
-
-    /// A port nobody listens on now.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        guard bound else { throw POSIXError(.EADDRINUSE) }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// Waits for the process to exit; its exit status.
@@ -136,7 +158,11 @@ struct ChatdProcessTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let database = try await TestDatabase.makeMigrated()
-        let chatd = try ChatdProcess(database: database, directory: directory, arguments: ["--drain-grace", "30"])
+        let chatd = try await ChatdProcess.start(
+            database: database,
+            directory: directory,
+            arguments: ["--drain-grace", "30"]
+        )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let client = ChatClient(
@@ -149,17 +175,24 @@ struct ChatdProcessTests {
         // A second idle connection that never answers PING (the drain's PING included): it must not hold shutdown.
         let clientTLS = try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem"))
         let handshake = group.next().makePromise(of: Void.self)
-        let silent = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        TLSHandler(context: clientTLS, serverName: "127.0.0.1")
-                    )
-                    try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(done: handshake))
+        let silent: any Channel
+        do {
+            silent =
+                try await ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            TLSHandler(context: clientTLS, serverName: "127.0.0.1")
+                        )
+                        try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(done: handshake))
+                    }
                 }
-            }
-            .connect(host: "127.0.0.1", port: chatd.port)
-            .get()
+                .connect(host: "127.0.0.1", port: chatd.port)
+                .get()
+        } catch {
+            handshake.fail(error)  // a promise is never left unfulfilled (NIO traps on a leaked one)
+            throw error
+        }
         try await handshake.futureResult.get()
         var greeting = ByteBuffer(bytes: WireConstants.preface)
         greeting.writeFrame(.settings([]))
@@ -185,7 +218,11 @@ struct ChatdProcessTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let database = try await TestDatabase.makeMigrated()
         // A per-user budget of 3 calls a second (burst 6), so that the limiter's presence is observable.
-        let chatd = try ChatdProcess(database: database, directory: directory, arguments: ["--rate-per-user", "3"])
+        let chatd = try await ChatdProcess.start(
+            database: database,
+            directory: directory,
+            arguments: ["--rate-per-user", "3"]
+        )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         func client(_ authorization: String?) throws -> ChatClient {

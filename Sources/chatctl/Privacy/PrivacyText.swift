@@ -1,0 +1,29 @@
+import ArgumentParser
+import ChatClient
+import ChatProto
+import ChatRPC
+import Foundation
+
+func json(_ audit: AuditRecord) -> [String: Any] {
+    let removed = audit.removed ?? RemovalCounts()
+    return [
+        "id": audit.id, "kind": "\(audit.kind)", "actor": describe(audit.actor), "learner_id": audit.learnerId,
+        "started_at_us": audit.startedAtUs, "finished_at_us": audit.finishedAtUs, "outcome": audit.outcome,
+        "reason": audit.reason, "exported_records": audit.exportedRecords,
+        "removed": [
+            "threads": removed.threads, "messages": removed.messages, "message_edits": removed.messageEdits,
+            "read_cursors": removed.readCursors, "outbox_payloads": removed.outboxPayloads,
+        ],
+    ]
+}
+
+func human(_ removed: RemovalCounts?) -> String {
+    let removed = removed ?? RemovalCounts()
+    return "\(removed.threads) threads, \(removed.messages) messages, \(removed.messageEdits) edits, "
+        + "\(removed.readCursors) read cursors, \(removed.outboxPayloads) event payloads"
+}
+
+/// Lowercase hex.
+func hex(_ bytes: [UInt8]) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined()
+}
