@@ -121,12 +121,18 @@ struct LiveTests {
             inbox.events.contains { $0.event?.messageEvent?.message?.body == "for the guardian" }
         }
         try await waitUntil("tenant B's events") { tenantBInbox.events.count == 3 }
-        // Give anything that should not arrive a moment to arrive.
-        try await Task.sleep(for: .milliseconds(300))
+        // Markers committed after everything else: an inbox delivers in commit order, so once each marker is in,
+        // anything that was going to arrive before it has arrived.
+        _ = try await send(adminA, inA1.id, "marker")
+        _ = try await send(adminB, inB.id, "marker B")
+        try await waitUntil("the markers") {
+            inbox.events.contains { $0.event?.messageEvent?.message?.body == "marker" }
+                && tenantBInbox.events.contains { $0.event?.messageEvent?.message?.body == "marker B" }
+        }
         let bodies = inbox.events.compactMap { $0.event?.messageEvent?.message?.body }
-        #expect(bodies == ["for the guardian"])
+        #expect(bodies == ["for the guardian", "marker"])
         #expect(
-            tenantBInbox.events.compactMap { $0.event?.messageEvent?.message?.body } == ["tenant B"]
+            tenantBInbox.events.compactMap { $0.event?.messageEvent?.message?.body } == ["tenant B", "marker B"]
         )
         await inbox.cancel()
         await tenantBInbox.cancel()
@@ -214,8 +220,11 @@ struct LiveTests {
         let elapsed = ContinuousClock.now - started
         // The fast reader is not held back by the stalled one (which stalls for 2 s before it is ended).
         #expect(elapsed < .seconds(30))
-        // Past the stall limit, the server has ended the slow stream; what it queued before still arrives.
-        try await Task.sleep(for: .seconds(3))
+        // Past the stall limit, the server ends the slow stream (a stalled write, counted); what it queued before
+        // still arrives.
+        try await waitUntil("the server gives up on the stalled stream", limit: .seconds(30)) {
+            harness.server.stats.stalledWrites >= 1
+        }
         var received = 0
         do {
             for try await response in slow {
@@ -405,8 +414,20 @@ struct LivePropertyTests {
             _ = try slow.value.query(insert)
         }
         _ = try await send(admin, thread.id, "committed first")
-        try await Task.sleep(for: .milliseconds(500))
-        // The message's event is held back: delivering it now would let a cursor skip the late one.
+        // The message's event is held back: delivering it now would let a cursor skip the late one. What the
+        // stream reads (the same query) stops at the watermark, below the open transaction, whichever read it is.
+        let head = try #require(
+            ServiceHarness.position(of: try #require(log.events.first?.event?.cursor), "events", user: "indexer")
+        )
+        let (_, readable) = try await LiveRepository(pool: harness.pool).outbox(
+            TenantContext(tenantID: Fixture.tenantA, userID: "indexer", role: .service),
+            after: head,
+            types: EventType.subscribable,
+            learnerID: nil,
+            withMessages: false,
+            limit: 100
+        )
+        #expect(readable.isEmpty, "\(readable.map(\.type))")
         #expect(log.events.count == 1)
         try await offPool { _ = try slow.value.query("COMMIT") }
         try await waitUntil("both events") { log.events.count == 3 }
