@@ -88,7 +88,10 @@ enum LiveEvents {
                 seq: seq,
                 event: .message(MessageEvent(kind: kind, message: Message(message)))
             )
-        default:
+        // Not inbox events (an inbox reads only EventType.chatEvents). Listed, not defaulted: a type added to the
+        // contract does not compile until it is placed here or above.
+        case .privacyExportRequested, .privacyExportCompleted, .privacyErasureRequested, .privacyErasureCompleted,
+            .legalHoldPlaced, .legalHoldReleased, .retentionRunCompleted, .unspecified, .unrecognized:
             return nil
         }
     }
