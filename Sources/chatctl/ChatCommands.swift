@@ -1,5 +1,6 @@
 import ArgumentParser
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import Foundation
@@ -20,7 +21,7 @@ struct OutputOptions: ParsableArguments {
 }
 
 func describe(_ actor: Actor?) -> [String: Any] {
-    ["user_id": actor?.userId ?? "", "role": "\(actor?.role ?? .unspecified)"]
+    ["user_id": actor?.userId ?? "", "role": (actor?.role ?? .unspecified).claimName]
 }
 
 func time(_ micros: Int64) -> String {

@@ -47,6 +47,8 @@ struct CLITests {
             try object(String($0))
         }
         #expect(listed.map { $0["seq"] as? Int } == [2, 1])
+        // Roles print as tokens and the database name them.
+        #expect(listed.map { ($0["author"] as? [String: Any])?["role"] as? String } == ["guardian", "guardian"])
         #expect(try await chatctl(["messages", "list", thread, "--after", "0"]).contains("Chapter 4 tonight?"))
         #expect(
             try await chatctl(["messages", "edit", thread, "1", "--body", "Chapter 5 tonight?"]).contains("edited 1x")

@@ -1,5 +1,6 @@
 import ChatAuth
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import ChatServices
@@ -228,7 +229,7 @@ struct IdempotencyTests {
         #expect(second == first)
         let refusals = try await superuserQuery(
             harness.database,
-            "SELECT count(*) FROM chat.privacy_audit WHERE kind = 2 AND outcome = 'refused: legal hold'"
+            "SELECT count(*) FROM chat.privacy_audit WHERE kind = \(AuditKind.erasure.number) AND outcome = 'refused: legal hold'"
         )
         #expect(refusals.first?.first == "1")
         await officer.close()

@@ -405,7 +405,7 @@ struct LivePropertyTests {
         let slow = Unchecked(try PGConnection(conninfo: harness.database.app))
         let insert: SQL = """
             INSERT INTO chat.outbox (tenant_id, type, learner_id, payload)
-            VALUES (\(Fixture.tenantA)::uuid, 11, \(Fixture.learnerA1)::uuid, '{"late": true}')
+            VALUES (\(Fixture.tenantA)::uuid, \(EventType.legalHoldPlaced), \(Fixture.learnerA1)::uuid, '{"late": true}')
             """
         try await offPool {
             _ = try slow.value.query("BEGIN")
@@ -416,9 +416,8 @@ struct LivePropertyTests {
         _ = try await send(admin, thread.id, "committed first")
         // The message's event is held back: delivering it now would let a cursor skip the late one. What the
         // stream reads (the same query) stops at the watermark, below the open transaction, whichever read it is.
-        let head = try #require(
-            ServiceHarness.position(of: try #require(log.events.first?.event?.cursor), "events", user: "indexer")
-        )
+        let sealedHead = try #require(log.events.first?.event?.cursor)
+        let head = try #require(ServiceHarness.position(of: sealedHead, "events", user: "indexer"))
         let (_, readable) = try await LiveRepository(pool: harness.pool).outbox(
             TenantContext(tenantID: Fixture.tenantA, userID: "indexer", role: .service),
             after: head,

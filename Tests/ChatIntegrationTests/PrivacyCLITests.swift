@@ -146,10 +146,10 @@ struct PrivacyCLITests {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }
         let kinds = audit.map { $0["kind"] as? String ?? "" }
-        #expect(kinds.first == "retentionRun" && kinds.contains("retentionPolicySet"))
+        #expect(kinds.first == "retention_run" && kinds.contains("retention_policy_set"))
         // Two exports (the resumed one continues its audit record); erasures: A1 refused, A2, then A1 and A2.
         #expect(kinds.filter { $0 == "export" }.count == 2 && kinds.filter { $0 == "erasure" }.count == 4)
-        #expect(try await chatctl(["audit", "--kind", "hold-placed"]).contains("case 12"))
+        #expect(try await chatctl(["audit", "--kind", "legal_hold_placed"]).contains("case 12"))
         _ = try await chatctl(["audit", "--kind", "nonsense"], status: 64)
         try await harness.stop()
     }

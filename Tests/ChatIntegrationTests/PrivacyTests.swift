@@ -1,5 +1,6 @@
 import ChatAuth
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import ChatServices
@@ -436,7 +437,7 @@ struct PrivacyTests {
         let outboxContent = try await superuserQuery(
             harness.database,
             """
-            SELECT count(*) FROM chat.outbox WHERE thread_id = '\(tenantA.threads[0])' AND seq <= 3 AND type = 4
+            SELECT count(*) FROM chat.outbox WHERE thread_id = '\(tenantA.threads[0])' AND seq <= 3 AND type = \(EventType.messageCreated.number)
               AND payload IS NOT NULL
             """
         )
@@ -575,7 +576,7 @@ struct PrivacyTests {
             let outcome =
                 try await superuserQuery(
                     harness.database,
-                    "SELECT outcome FROM chat.privacy_audit WHERE kind = 1 AND learner_id = '\(learner)'"
+                    "SELECT outcome FROM chat.privacy_audit WHERE kind = \(AuditKind.export.number) AND learner_id = '\(learner)'"
                 ).first?.first ?? nil
             return outcome?.hasPrefix("partial: stopped after") == true
         }

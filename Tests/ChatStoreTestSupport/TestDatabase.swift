@@ -1,13 +1,12 @@
-public import ChatDomain
-public import ChatProto
-public import ChatStore
-public import ChatTestSupport
+internal import ChatDomain
+internal import ChatProto
+internal import ChatTestSupport
 public import Foundation
 internal import Logging
 
 // SQL(text:binds:) is internal to ChatStore (the only raw-text statement constructor); the tests build some
 // statements from tables of text.
-@testable internal import ChatStore
+@testable public import ChatStore
 
 /// The PostgreSQL cluster that scripts/test started. Tests fail (they do not skip) without it, since CI must run them.
 public enum TestDatabase {

@@ -1,4 +1,4 @@
-public import Foundation
+internal import Foundation
 
 /// A small deterministic generator for reproducible random tests.
 public struct SplitMix64: Sendable {

@@ -33,7 +33,7 @@ struct AuditCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("kind"),
-        help: "Only this kind: export, erasure, hold-placed, hold-released, retention-run, retention-policy."
+        help: ArgumentHelp("Only this kind: \(auditKindNames.keys.sorted().joined(separator: ", ")).")
     )
     var kind: String?
 
@@ -51,11 +51,7 @@ struct AuditCommand: AsyncParsableCommand {
             try await self.verifyChain()
             return
         }
-        let kinds: [String: AuditKind] = [
-            "export": .export, "erasure": .erasure, "hold-placed": .legalHoldPlaced,
-            "hold-released": .legalHoldReleased, "retention-run": .retentionRun,
-            "retention-policy": .retentionPolicySet,
-        ]
+        let kinds = auditKindNames
         var request = ListAuditRecordsRequest(learnerId: self.learner)
         if let kind = self.kind {
             guard let value = kinds[kind] else {
@@ -77,7 +73,7 @@ struct AuditCommand: AsyncParsableCommand {
                         ? "\(record.exportedRecords) records exported" : human(record.removed)
                     self.output.print(
                         json(record),
-                        human: "\(time(record.startedAtUs))  \(record.kind)  \(record.outcome)  "
+                        human: "\(time(record.startedAtUs))  \(text(record.kind))  \(record.outcome)  "
                             + "by \(record.actor?.userId ?? "?")  learner \(record.learnerId.isEmpty ? "-" : record.learnerId)  "
                             + "\(detail)  \(record.reason.isEmpty ? "" : "\"\(record.reason)\"")"
                     )

@@ -7,7 +7,7 @@ import Foundation
 func json(_ audit: AuditRecord) -> [String: Any] {
     let removed = audit.removed ?? RemovalCounts()
     return [
-        "id": audit.id, "kind": "\(audit.kind)", "actor": describe(audit.actor), "learner_id": audit.learnerId,
+        "id": audit.id, "kind": text(audit.kind), "actor": describe(audit.actor), "learner_id": audit.learnerId,
         "started_at_us": audit.startedAtUs, "finished_at_us": audit.finishedAtUs, "outcome": audit.outcome,
         "reason": audit.reason, "exported_records": audit.exportedRecords,
         "removed": [
@@ -27,3 +27,15 @@ func human(_ removed: RemovalCounts?) -> String {
 func hex(_ bytes: [UInt8]) -> String {
     bytes.map { String(format: "%02x", $0) }.joined()
 }
+
+/// An audit kind as the contract names it (`legal_hold_placed`); the number for one this version does not know.
+func text(_ kind: AuditKind) -> String {
+    kind.name ?? String(kind.rawValue)
+}
+
+/// The kinds `--kind` accepts: the contract's names.
+let auditKindNames: [String: AuditKind] = Dictionary(
+    uniqueKeysWithValues: AuditKind.allCases.filter { $0 != .unspecified }.compactMap { kind in
+        kind.name.map { ($0, kind) }
+    }
+)

@@ -45,6 +45,7 @@ final class ServiceHarness: Sendable {
         exportPageSize: Int = 500,
         sealer: TokenSealer? = nil,
         idempotencyWindow: Duration = Idempotency.defaultWindow,
+        logger: Logger = Logger(label: "service-harness"),
         // The service names the suites use; each may act for the two fixture tenants.
         serviceTenants: ServiceTenants = ServiceTenants(allowances: [
             "indexer": .tenants([Fixture.tenantA, Fixture.tenantB]),
@@ -85,7 +86,7 @@ final class ServiceHarness: Sendable {
         self.application = ChatApplication(
             configuration: configuration,
             group: self.group,
-            logger: Logger(label: "service-harness")
+            logger: logger
         )
         let hub = self.application.hub
         self.hubTask = Task { try? await hub.run() }
