@@ -9,6 +9,7 @@ import ChatWire
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 /// The real `chatd` executable (next to the test bundle), started as a process on the test database.
@@ -23,11 +24,48 @@ final class ChatdProcess: Sendable {
     static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         .appendingPathComponent("chatd").path
 
-    private init(pid: pid_t, port: Int, log: String, signingKey: String) {
+    /// Its files (keys, JWKS, log), removed with it.
+    let directory: String
+
+    private init(pid: pid_t, port: Int, directory: String, signingKey: String) {
         self.pid = pid
         self.port = port
-        self.log = log
+        self.directory = directory
+        self.log = "\(directory)/chatd.log"
         self.signingKey = signingKey
+    }
+
+    /// Set once the process has been reaped (its pid may then belong to another process).
+    private let reaped = Atomic<Bool>(false)
+
+    deinit {
+        // A test that failed before stopping it does not leave chatd running.
+        if !self.reaped.load(ordering: .acquiring) {
+            kill(self.pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(self.pid, &status, 0)
+        }
+        try? FileManager.default.removeItem(atPath: self.directory)
+    }
+
+    /// Starts chatd on a freshly migrated test database, with its files in a new temporary directory.
+    static func start(arguments: [String] = []) async throws -> ChatdProcess {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let database = try await TestDatabase.makeMigrated()
+        return try await Self.start(database: database, directory: directory, arguments: arguments)
+    }
+
+    /// A client of this instance that trusts the test CA.
+    func client(_ authorization: String? = nil, group: MultiThreadedEventLoopGroup) throws -> ChatClient {
+        let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
+        return ChatClient(
+            host: "127.0.0.1",
+            port: self.port,
+            tls: try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem")),
+            authorization: authorization,
+            group: group
+        )
     }
 
     /// Starts chatd on a port the kernel picks (`--listen 127.0.0.1:0`) and returns once it listens, with the port
@@ -68,7 +106,7 @@ final class ChatdProcess: Sendable {
         let spawned = posix_spawn(&pid, Self.binary, &actions, nil, &cArguments, environ)
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
         let port = try await Self.listeningPort(pid: pid, log: log)
-        return ChatdProcess(pid: pid, port: port, log: log, signingKey: key)
+        return ChatdProcess(pid: pid, port: port, directory: directory, signingKey: key)
     }
 
     struct DidNotListen: Error, CustomStringConvertible {
@@ -126,13 +164,15 @@ final class ChatdProcess: Sendable {
     /// Waits for the process to exit; its exit status.
     func wait() async throws -> Int32 {
         let pid = self.pid
-        return try await offPool {
+        let status = try await offPool {
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 {
                 guard errno == EINTR else { throw POSIXError(.ECHILD) }
             }
             return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : -1
         }
+        self.reaped.store(true, ordering: .releasing)
+        return status
     }
 }
 
@@ -154,23 +194,10 @@ final class HandshakeWatcher: ChannelInboundHandler, @unchecked Sendable {
 struct ChatdProcessTests {
     @Test("serves over TLS; on SIGTERM with idle connections (one never answers PING) exits within 2 s")
     func sigtermWithIdleConnection() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let database = try await TestDatabase.makeMigrated()
-        let chatd = try await ChatdProcess.start(
-            database: database,
-            directory: directory,
-            arguments: ["--drain-grace", "30"]
-        )
+        let chatd = try await ChatdProcess.start(arguments: ["--drain-grace", "30"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
-        let client = ChatClient(
-            host: "127.0.0.1",
-            port: chatd.port,
-            tls: try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem")),
-            group: group
-        )
+        let client = try chatd.client(group: group)
         try await chatd.waitServing(client)
         // A second idle connection that never answers PING (the drain's PING included): it must not hold shutdown.
         let clientTLS = try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem"))
@@ -213,27 +240,10 @@ struct ChatdProcessTests {
         "the executable serves every method, through authentication, rate limits and the database, as assembled by ChatApp"
     )
     func servesTheAssembledServices() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let database = try await TestDatabase.makeMigrated()
         // A per-user budget of 3 calls a second (burst 6), so that the limiter's presence is observable.
-        let chatd = try await ChatdProcess.start(
-            database: database,
-            directory: directory,
-            arguments: ["--rate-per-user", "3"]
-        )
+        let chatd = try await ChatdProcess.start(arguments: ["--rate-per-user", "3"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
-        func client(_ authorization: String?) throws -> ChatClient {
-            ChatClient(
-                host: "127.0.0.1",
-                port: chatd.port,
-                tls: try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem")),
-                authorization: authorization,
-                group: group
-            )
-        }
+        func client(_ authorization: String?) throws -> ChatClient { try chatd.client(authorization, group: group) }
         let anonymous = try client(nil)
         try await chatd.waitServing(anonymous)
 
