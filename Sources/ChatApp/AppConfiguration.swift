@@ -32,6 +32,8 @@ public struct AppConfiguration: Sendable {
     public var retention: Retention?
     /// The version the method listing reports.
     public var serverVersion: String
+    /// The admin HTTP listener (`/healthz`, `/readyz`, `/metrics`); nil for none.
+    public var admin: AdminServer.Configuration?
 
     /// The retention sweeper's schedule.
     public struct Retention: Sendable {
@@ -68,6 +70,7 @@ public struct AppConfiguration: Sendable {
         self.exportPageSize = 500
         self.retention = Retention(interval: .seconds(3600))
         self.serverVersion = chatdVersion
+        self.admin = AdminServer.Configuration(host: "127.0.0.1", port: 9464)
     }
 }
 

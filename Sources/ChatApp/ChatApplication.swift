@@ -20,6 +20,12 @@ public final class ChatApplication: Sendable {
     public let hub: LiveHub
     /// The RPC server (not listening until started or run).
     public let server: ChatServer
+    /// The metrics registry `/metrics` renders.
+    public let metrics: ServerMetrics
+    /// The admin listener, when configured.
+    public let admin: AdminServer?
+    /// What `/readyz` checks.
+    public let readiness: Readiness
     let logger: Logger
 
     /// Assembles an instance; nothing runs until `services` run (or, in tests, the server starts).
@@ -30,13 +36,31 @@ public final class ChatApplication: Sendable {
         let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
         self.pool = pool
         self.hub = hub
-        self.server = ChatServer(
+        let metrics = ServerMetrics()
+        self.metrics = metrics
+        let router = Self.router(configuration, pool: pool, hub: hub)
+        let server = ChatServer(
             configuration: configuration.server,
-            router: Self.router(configuration, pool: pool, hub: hub),
+            router: router,
             interceptors: Self.interceptors(configuration),
             group: group,
-            logger: logger
+            logger: logger,
+            metrics: RPCMetrics(router: router, factory: metrics.factory)
         )
+        self.server = server
+        let readiness = Readiness(server: server, pool: pool)
+        self.readiness = readiness
+        self.admin = configuration.admin.map {
+            AdminServer(
+                configuration: $0,
+                endpoints: AdminServer.Endpoints(
+                    readiness: { await readiness.check() },
+                    metrics: { metrics.scrape(server: server.stats, pool: pool) }
+                ),
+                group: group,
+                logger: logger
+            )
+        }
     }
 
     /// Every method of the contract, each registered by its service.
@@ -72,10 +96,13 @@ public final class ChatApplication: Sendable {
     }
 
     /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the database
-    /// probe, the hub before the server (so it stops after it, and draining streams still get woken), the server,
+    /// probe, the admin listener, the hub before the server (so it stops after it, and draining streams still get woken), the server,
     /// and the retention sweeper when configured.
     public var services: [any Service] {
-        var services: [any Service] = [DatabaseProbe(pool: self.pool, logger: self.logger), self.hub, self.server]
+        var services: [any Service] = [DatabaseProbe(pool: self.pool, logger: self.logger)]
+        // The admin listener stops after the server, so that /readyz says "draining" while the server drains.
+        if let admin = self.admin { services.append(admin) }
+        services += [self.hub, self.server]
         if let retention = self.configuration.retention {
             services.append(
                 RetentionScheduler(

@@ -156,7 +156,7 @@ final class ChatConnection: Sendable {
 }
 
 /// The Swift client of chatd: one connection (re-established when lost) that multiplexes concurrent calls, typed
-/// stubs for every method (`ChatClient+Stubs.swift`), deadlines, cancellation, and one transparent retry of calls
+/// stubs for every method (`ChatClient+Stubs.swift`), deadlines, cancellation, and up to two transparent retries of unary calls
 /// the server did not process.
 public final class ChatClient: Sendable {
     private let host: String
@@ -231,6 +231,9 @@ public final class ChatClient: Sendable {
         }
     }
 
+    /// How often a unary call the server did not take (UNAVAILABLE, not processed) is sent again.
+    static let maxUnprocessedRetries: UInt32 = 2
+
     private func header(_ path: String, _ options: CallOptions, attempt: UInt32) -> CallHeader {
         var header = CallHeader(method: path)
         if let timeout = options.timeout {
@@ -292,9 +295,12 @@ public final class ChatClient: Sendable {
                 }
                 guard let response else { throw RPCError(.internal, "the server sent no response to a unary call") }
                 return response
-            } catch let error as RPCError where error.notProcessed && error.code == .unavailable && attempt == 0 {
-                // The connection went away before the server took the call: once more on a fresh one. A refusal
-                // (rate limit, credentials, a bad header) is not_processed too, but the same call would fail again.
+            } catch let error as RPCError
+                where error.notProcessed && error.code == .unavailable && attempt < Self.maxUnprocessedRetries
+            {
+                // The connection went away before the server took the call (it drained, or went idle while this
+                // machine was slow): again on a fresh one, a few times at most. A refusal (rate limit, credentials,
+                // a bad header) is not_processed too, but with another code: the same call would fail again.
                 attempt += 1
                 continue
             }

@@ -97,6 +97,7 @@ public final class ChatServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let callIDs = CallIDGenerator()
     private let state = Mutex<State>(State())
+    private let metrics: RPCMetrics?
 
     private struct State {
         var channel: (any Channel)?
@@ -110,14 +111,19 @@ public final class ChatServer: Service, Sendable {
         router: Router,
         interceptors: [any ServerInterceptor] = [],
         group: MultiThreadedEventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        metrics: RPCMetrics? = nil
     ) {
         self.configuration = configuration
         self.router = router
         self.executor = CallExecutor(interceptors: interceptors)
         self.group = group
         self.logger = logger
+        self.metrics = metrics
     }
+
+    /// True once `drain()` began: the server takes no new connections (readiness reports it).
+    public var isDraining: Bool { self.state.withLock { $0.draining } }
 
     /// Binds and starts accepting connections.
     ///
@@ -128,6 +134,7 @@ public final class ChatServer: Service, Sendable {
         let router = self.router
         let executor = self.executor
         let logger = self.logger
+        let metrics = self.metrics
         let callIDs = self.callIDs
         let stats = self.stats
         let channel = try await ServerBootstrap(group: self.group)
@@ -150,7 +157,8 @@ public final class ChatServer: Service, Sendable {
                         executor: executor,
                         logger: logger,
                         callIDs: callIDs,
-                        stats: stats
+                        stats: stats,
+                        metrics: metrics
                     )
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: configuration.tls))

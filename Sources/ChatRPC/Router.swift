@@ -14,7 +14,7 @@ public struct ResponseWriter<Response: ProtoMessage>: Sendable {
     public func write(_ response: Response) async throws {
         var buffer = ByteBuffer()
         try buffer.writeEnvelope(response)
-        try await self.sink.send(buffer, stallLimit: nil)
+        try await self.sink.send(buffer, messages: 1, stallLimit: nil)
     }
 
     /// Sends one response, waiting at most `stallLimit` for the client to make room for it: a client that reads
@@ -24,7 +24,7 @@ public struct ResponseWriter<Response: ProtoMessage>: Sendable {
     public func write(_ response: Response, stallLimit: Duration) async throws {
         var buffer = ByteBuffer()
         try buffer.writeEnvelope(response)
-        try await self.sink.send(buffer, stallLimit: stallLimit)
+        try await self.sink.send(buffer, messages: 1, stallLimit: stallLimit)
     }
 }
 
@@ -39,7 +39,7 @@ extension ResponseWriter {
         guard !responses.isEmpty else { return }
         var buffer = ByteBuffer()
         for response in responses { try buffer.writeEnvelope(response) }
-        try await self.sink.send(buffer, stallLimit: stallLimit)
+        try await self.sink.send(buffer, messages: responses.count, stallLimit: stallLimit)
     }
 }
 
@@ -66,7 +66,7 @@ public struct ResponseStalled: Error, Hashable, Sendable, ChatStatusConvertible 
 protocol ResponseSink: Sendable {
     /// Queues the envelopes; suspends until there is room for more, failing with `ResponseStalled` after
     /// `stallLimit` (the server's default when nil) without room.
-    func send(_ envelopes: ByteBuffer, stallLimit: Duration?) async throws
+    func send(_ envelopes: ByteBuffer, messages: Int, stallLimit: Duration?) async throws
 }
 
 /// A method's handler, untyped: decodes the request, runs the typed handler, encodes the responses.
@@ -110,7 +110,7 @@ public struct Router: Sendable {
             let response = try await handler(request, context)
             var buffer = ByteBuffer()
             try buffer.writeEnvelope(response)
-            try await sink.send(buffer, stallLimit: nil)
+            try await sink.send(buffer, messages: 1, stallLimit: nil)
         }
     }
 

@@ -1,6 +1,7 @@
 internal import ChatProto
 internal import ChatTLS
 internal import ChatWire
+internal import CoreMetrics
 internal import Logging
 internal import NIOCore
 internal import Synchronization
@@ -34,6 +35,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         var deframer: MessageDeframer
         var method: MethodHandler?
         var header = CallHeader()
+        /// The method's metrics, from the header on (unknown methods count under `unknown`).
+        var metrics: MethodMetrics?
+        var openedAt = ContinuousClock.now
         /// The complete request, until the handler starts.
         var request: ByteBuffer?
         /// Inbound bytes this call counts against the connection's budget.
@@ -71,6 +75,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private let logger: Logger
     private let callIDs: CallIDGenerator
     private let stats: ServerStats
+    private let metrics: RPCMetrics?
     private var settingsReceived = false
     private var handshakeDone = false
     private var tornDown = false
@@ -94,7 +99,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         executor: CallExecutor,
         logger: Logger,
         callIDs: CallIDGenerator,
-        stats: ServerStats
+        stats: ServerStats,
+        metrics: RPCMetrics? = nil
     ) {
         var connection = configuration.connection
         if let age = connection.maxAge {
@@ -111,6 +117,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         self.logger = logger
         self.callIDs = callIDs
         self.stats = stats
+        self.metrics = metrics
         stats.handlerCreated()
     }
 
@@ -273,6 +280,10 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private func openStream(_ stream: StreamID, header bytes: ByteBuffer) {
         let call = Call(stream: stream, maxMessageSize: self.machine.configuration.local.maxMessageSize)
         self.calls[stream] = call
+        defer {
+            call.metrics = self.metrics?.method(call.header.method)
+            call.metrics?.started.increment()
+        }
         do {
             call.header = try bytes.withUnsafeReadableBytes { try CallHeader(serializedBytes: $0) }
         } catch {
@@ -400,7 +411,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             deadline: deadline,
             logger: self.logger
         )
-        let sink = StreamSink(handler: loopBound, eventLoop: eventLoop, stream: call.stream)
+        call.metrics?.received.increment()
+        let sink = StreamSink(handler: loopBound, eventLoop: eventLoop, stream: call.stream, metrics: call.metrics)
         let executor = self.executor
         let stream = call.stream
         call.state.handlerStarted()
@@ -443,6 +455,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     /// cannot go out within the stall limit (the peer reads nothing) give way to CANCEL, which frees the stream.
     private func finish(_ call: Call, status: CallStatus) {
         guard call.state.finish() else { return }
+        if let metrics = call.metrics {
+            let elapsed = ContinuousClock.now - call.openedAt
+            let nanoseconds =
+                elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            metrics.finished(status.code, nanoseconds: nanoseconds)
+        }
         let payload = status.trailersPayload(maxBytes: self.machine.peer.maxHeaderSize)
         self.scheduler.finish(call.stream, trailers: payload)
         self.failWaiter(call, CancellationError())
@@ -656,9 +674,11 @@ struct StreamSink: ResponseSink {
     let handler: NIOLoopBound<ServerConnectionHandler>
     let eventLoop: any EventLoop
     let stream: StreamID
+    let metrics: MethodMetrics?
 
-    func send(_ envelopes: ByteBuffer, stallLimit: Duration?) async throws {
+    func send(_ envelopes: ByteBuffer, messages: Int, stallLimit: Duration?) async throws {
         try Task.checkCancellation()
+        self.metrics?.sent.increment(by: messages)
         let handler = self.handler
         let stream = self.stream
         let eventLoop = self.eventLoop

@@ -117,5 +117,9 @@ public enum Migrations {
         Migration(version: 3, name: "privacy: roles, retention schedule, outbox by age", sql: migration0003),
         Migration(version: 4, name: "idempotency keys", sql: migration0004),
         Migration(version: 5, name: "audit trail: insert-only, hash chain", sql: migration0005),
+        Migration(version: 6, name: "schema version for readiness", sql: migration0006),
     ]
+
+    /// The newest version this binary knows: a database at a lower one is not ready for it.
+    public static var latestVersion: Int { Self.all.map(\.version).max() ?? 0 }
 }

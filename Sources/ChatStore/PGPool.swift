@@ -145,6 +145,13 @@ public final class PGPool: @unchecked Sendable {
         self.shutdown()
     }
 
+    /// The number of connections running a job now.
+    public var busyConnections: Int {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.running.count
+    }
+
     /// The number of jobs waiting for a connection now.
     public var queuedJobs: Int {
         self.condition.lock()

@@ -23,6 +23,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("listen"), help: "Address to listen on, host:port.")
     var listen: String = "127.0.0.1:7443"
 
+    @Option(
+        name: .customLong("admin-listen"),
+        help: "Address of the admin HTTP listener (/healthz, /readyz, /metrics), host:port; \"off\" for none."
+    )
+    var adminListen: String = "127.0.0.1:9464"
+
     @Option(name: .customLong("tls-certificate"), help: "PEM certificate chain of the server.")
     var certificate: String
 
@@ -229,13 +235,7 @@ struct Serve: AsyncParsableCommand {
     /// The instance's configuration from the flags (and the files they name).
     func appConfiguration(logger: Logger) throws -> AppConfiguration {
         let databaseURL = try self.options.resolvedDatabaseURL()
-        guard let colon = self.listen.lastIndex(of: ":"),
-            let port = Int(self.listen[self.listen.index(after: colon)...])
-        else {
-            throw ValidationError("--listen must be host:port, not \(self.listen)")
-        }
-        var host = Substring(self.listen[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        let (host, port) = try Self.hostAndPort(self.listen, "--listen")
         let tls = try TLSContext(
             configuration: .server(
                 certificate: self.certificate,
@@ -261,7 +261,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("cannot read --token-seal-keys \(self.sealKeys)")
         }
         var configuration = AppConfiguration(
-            server: try self.serverConfiguration(host: String(host), port: port, tls: tls),
+            server: try self.serverConfiguration(host: host, port: port, tls: tls),
             databaseURL: databaseURL,
             verifier: verifier,
             sealer: try TokenSealer(keyFile: sealKeyText)
@@ -298,7 +298,25 @@ struct Serve: AsyncParsableCommand {
             ) : nil
         guard self.idempotencyWindow >= 1 else { throw ValidationError("--idempotency-window must be at least 1") }
         configuration.idempotencyWindow = .seconds(self.idempotencyWindow)
+        if self.adminListen == "off" {
+            configuration.admin = nil
+        } else {
+            let (adminHost, adminPort) = try Self.hostAndPort(self.adminListen, "--admin-listen")
+            configuration.admin = AdminServer.Configuration(host: adminHost, port: adminPort)
+        }
         return configuration
+    }
+
+    /// `host:port` (an IPv6 host in brackets) as its parts.
+    static func hostAndPort(_ text: String, _ flag: String) throws -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            throw ValidationError("\(flag) must be host:port, not \(text)")
+        }
+        var host = Substring(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        return (String(host), port)
     }
 
     func run() async throws {

@@ -16,6 +16,8 @@ import Testing
 final class ChatdProcess: Sendable {
     let pid: pid_t
     let port: Int
+    /// The admin HTTP listener's port (/healthz, /readyz, /metrics).
+    let adminPort: Int
     let log: String
     /// The Ed25519 key the instance's JWKS holds (key id "p").
     let signingKey: String
@@ -27,9 +29,10 @@ final class ChatdProcess: Sendable {
     /// Its files (keys, JWKS, log), removed with it.
     let directory: String
 
-    private init(pid: pid_t, port: Int, directory: String, signingKey: String) {
+    private init(pid: pid_t, port: Int, adminPort: Int, directory: String, signingKey: String) {
         self.pid = pid
         self.port = port
+        self.adminPort = adminPort
         self.directory = directory
         self.log = "\(directory)/chatd.log"
         self.signingKey = signingKey
@@ -88,7 +91,7 @@ final class ChatdProcess: Sendable {
         let log = "\(directory)/chatd.log"
         let argv =
             [
-                Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:0",
+                Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
                 "--tls-certificate", "\(tls)/server.pem", "--tls-key", "\(tls)/server.key",
                 "--auth-jwks", "\(directory)/jwks.json", "--auth-issuer", "test", "--retention-interval", "0",
                 "--token-seal-keys", "\(directory)/seal.keys",
@@ -105,24 +108,30 @@ final class ChatdProcess: Sendable {
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, Self.binary, &actions, nil, &cArguments, environ)
         guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
-        let port = try await Self.listeningPort(pid: pid, log: log)
-        return ChatdProcess(pid: pid, port: port, directory: directory, signingKey: key)
+        let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
+        return ChatdProcess(pid: pid, port: port, adminPort: adminPort, directory: directory, signingKey: key)
     }
 
     struct DidNotListen: Error, CustomStringConvertible {
         var description: String
     }
 
-    /// The port in chatd's "listening" log line; fails when chatd exits first or does not listen within 30 s.
-    private static func listeningPort(pid: pid_t, log: String) async throws -> Int {
+    /// The ports in chatd's "listening" log lines (the RPC server's and the admin listener's); fails when chatd
+    /// exits first or does not listen within 30 s.
+    private static func listeningPorts(pid: pid_t, log: String) async throws -> (rpc: Int, admin: Int) {
+        func port(_ text: String, _ key: String) -> Int? {
+            for line in text.split(separator: "\n") where line.contains("listening") {
+                if let field = line.split(separator: " ").first(where: { $0.hasPrefix(key) }) {
+                    return Int(field.dropFirst(key.count))
+                }
+            }
+            return nil
+        }
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.contains("listening") }),
-                let field = line.split(separator: " ").first(where: { $0.hasPrefix("server.port=") }),
-                let port = Int(field.dropFirst("server.port=".count))
-            {
-                return port
+            if let rpc = port(text, "server.port="), let admin = port(text, "admin.port=") {
+                return (rpc, admin)
             }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
@@ -131,6 +140,8 @@ final class ChatdProcess: Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
         throw DidNotListen(
             description:
                 "chatd did not listen within 30 s: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")"
@@ -283,6 +294,34 @@ struct ChatdProcessTests {
             }
         }
         #expect(refused?.code == .resourceExhausted, "\(String(describing: refused))")
+
+        // The admin listener: up, ready, and the calls above in the per-method metrics.
+        #expect(try await httpGet(port: chatd.adminPort, "/healthz") == (200, "ok\n"))
+        #expect(try await httpGet(port: chatd.adminPort, "/readyz") == (200, "ready\n"))
+        let (status, text) = try await httpGet(port: chatd.adminPort, "/metrics")
+        #expect(status == 200)
+        let metrics = Set(text.split(separator: "\n").map(String.init))
+        func series(_ service: String, _ method: String, _ code: String, _ value: Int) -> String {
+            "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"chat.v1.\(service)\","
+                + "grpc_method=\"\(method)\",grpc_code=\"\(code)\"} \(value)"
+        }
+        #expect(metrics.contains(series("ThreadService", "CreateThread", "OK", 1)), "\(text)")
+        #expect(metrics.contains(series("MessageService", "SendMessage", "OK", 1)))
+        #expect(metrics.contains(series("ThreadService", "ListThreads", "PermissionDenied", 1)))
+        #expect(metrics.contains(series("ThreadService", "ListThreads", "ResourceExhausted", 1)))
+        #expect(
+            metrics.contains(
+                "grpc_server_started_total{grpc_type=\"unary\",grpc_service=\"chat.v1.MessageService\",grpc_method=\"SendMessage\"} 1"
+            )
+        )
+        #expect(
+            text.contains(
+                "grpc_server_handling_seconds_bucket{grpc_type=\"unary\",grpc_service=\"chat.v1.ThreadService\""
+            )
+        )
+        #expect(metrics.contains("chat_db_pool_connections 8.0"))
+        // No tenant, user or thread id is ever a label.
+        #expect(!text.contains(Fixture.tenantA) && !text.contains(threadID) && !text.contains("burst-user"))
 
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)

@@ -458,29 +458,9 @@ private struct Unchecked<Value>: @unchecked Sendable {
 struct LiveRestartTests {
     @Test("streams stay open across a restart and deliver every message once, in order")
     func streamsSurviveRestart() async throws {
-        let directory = "/tmp/chatd-live-restart-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        #expect(try await TestDatabase.runScript(["scripts/pgcluster", "start", directory]) == 0)
-        defer {
-            _ = try? TestDatabase.runScriptBlocking(["scripts/pgcluster", "stop", directory])
-            try? FileManager.default.removeItem(atPath: directory)
-        }
-        let superuser = "host=\(directory) port=5432 dbname=postgres user=postgres"
-        let owner = "host=\(directory) port=5432 dbname=chat user=chat_owner"
-        try await offPool {
-            let admin = try PGConnection(conninfo: superuser)
-            defer { admin.close() }
-            _ = try admin.query("CREATE ROLE chat_owner LOGIN CREATEROLE NOBYPASSRLS")
-            _ = try admin.query("CREATE DATABASE chat OWNER chat_owner")
-            let connection = try PGConnection(conninfo: owner)
-            defer { connection.close() }
-            _ = try Migrator().migrate(connection, logger: Logger(label: "test"))
-        }
-        let database = MigratedDatabase(
-            name: "chat",
-            owner: owner,
-            app: "host=\(directory) port=5432 dbname=chat user=chat_app",
-            superuser: "host=\(directory) port=5432 dbname=chat user=postgres"
-        )
+        let cluster = try await PrivateCluster.start()
+        defer { cluster.remove() }
+        let database = cluster.database
         let harness = try await ServiceHarness(sharing: database)
         let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
 
@@ -507,7 +487,7 @@ struct LiveRestartTests {
         for index in 1...3 { try await sendRetrying(thread.id, "before \(index)") }
         try await waitUntil("the first messages") { messages(threadLog).count == 3 }
 
-        #expect(try await TestDatabase.runScript(["scripts/pgcluster", "restart", directory]) == 0)
+        #expect(try await cluster.restart() == 0)
         for index in 1...3 { try await sendRetrying(thread.id, "after \(index)") }
 
         try await waitUntil("every message") {

@@ -37,7 +37,7 @@ private struct Recording: ServerInterceptor {
 }
 
 private struct NoSink: ResponseSink {
-    func send(_ envelopes: ByteBuffer, stallLimit: Duration?) async throws {}
+    func send(_ envelopes: ByteBuffer, messages: Int, stallLimit: Duration?) async throws {}
 }
 
 private func context() -> CallContext {

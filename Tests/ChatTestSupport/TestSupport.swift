@@ -89,3 +89,73 @@ public func waitUntil(
         try await Task.sleep(for: .milliseconds(10))
     }
 }
+
+/// One HTTP/1.1 GET to 127.0.0.1 (`Connection: close`), read to the end: the status code and the body. Blocking
+/// socket I/O, run off the cooperative pool. For the admin listener's endpoints.
+public func httpGet(port: Int, _ path: String) async throws -> (status: Int, body: String) {
+    try await offPool { try httpGetBlocking(port: port, path) }
+}
+
+/// `httpGet`, blocking the calling thread.
+public func httpGetBlocking(port: Int, _ path: String) throws -> (status: Int, body: String) {
+    try httpExchangeBlocking(port: port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, as text) to 127.0.0.1 and reads the response to the end.
+public func httpExchange(port: Int, _ request: String) async throws -> (status: Int, body: String) {
+    try await offPool { try httpExchangeBlocking(port: port, request) }
+}
+
+/// `httpExchange`, blocking the calling thread.
+public func httpExchangeBlocking(port: Int, _ request: String) throws -> (status: Int, body: String) {
+    do {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        guard connected else { throw POSIXError(.ECONNREFUSED) }
+        let request = Array(request.utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+            throw POSIXError(.EPIPE)
+        }
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { break }
+            response.append(contentsOf: chunk[0..<count])
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n"),
+            let status = Int(text.split(separator: " ", maxSplits: 2).dropFirst().first ?? "")
+        else {
+            throw POSIXError(.EBADMSG)
+        }
+        let headers = text[..<split.lowerBound].lowercased()
+        let body = String(text[split.upperBound...])
+        return (status, headers.contains("transfer-encoding: chunked") ? dechunk(body) : body)
+    }
+}
+
+/// The body of a chunked HTTP/1.1 response: each chunk's size line dropped.
+private func dechunk(_ text: String) -> String {
+    var rest = Substring(text)
+    var body = ""
+    while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+        let start = lineEnd.upperBound
+        let chunk = rest[start...].utf8.prefix(size)
+        body += String(decoding: chunk, as: UTF8.self)
+        rest = Substring(rest[start...].utf8.dropFirst(size + 2)) ?? ""
+    }
+    return body
+}

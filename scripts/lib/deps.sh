@@ -19,5 +19,5 @@ ensure_packages() {
 # Every Debian package the project needs to build, test and run.
 ensure_all_packages() {
     ensure_packages libpq-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler python3-protobuf \
-        postgresql postgresql-contrib openssl
+        postgresql postgresql-contrib openssl prometheus
 }

@@ -20,6 +20,8 @@ final class ServiceHarness: Sendable {
     let database: MigratedDatabase
     let application: ChatApplication
     let port: Int
+    /// The admin listener's port, when the harness has one.
+    let adminPort: Int?
     let group: MultiThreadedEventLoopGroup
     let signer: JWSSigningKey
     let hubTask: Task<Void, Never>
@@ -46,6 +48,8 @@ final class ServiceHarness: Sendable {
         sealer: TokenSealer? = nil,
         idempotencyWindow: Duration = Idempotency.defaultWindow,
         logger: Logger = Logger(label: "service-harness"),
+        // The admin listener (on a port the kernel picks; `adminPort`), when asked for.
+        admin: Bool = false,
         // The service names the suites use; each may act for the two fixture tenants.
         serviceTenants: ServiceTenants = ServiceTenants(allowances: [
             "indexer": .tenants([Fixture.tenantA, Fixture.tenantB]),
@@ -83,6 +87,7 @@ final class ServiceHarness: Sendable {
         configuration.idempotencyWindow = idempotencyWindow
         configuration.exportPageSize = exportPageSize
         configuration.retention = nil
+        configuration.admin = admin ? AdminServer.Configuration(host: "127.0.0.1", port: 0) : nil
         self.application = ChatApplication(
             configuration: configuration,
             group: self.group,
@@ -91,6 +96,7 @@ final class ServiceHarness: Sendable {
         let hub = self.application.hub
         self.hubTask = Task { try? await hub.run() }
         self.port = try await self.application.server.start()
+        self.adminPort = try await self.application.admin?.start()
     }
 
     /// The token keys every harness shares (instances of one deployment share them): a token from one instance
@@ -139,6 +145,7 @@ final class ServiceHarness: Sendable {
     /// Graceful shutdown: drains the server (streams end with UNAVAILABLE and their resume position).
     func stop() async throws {
         await self.server.drain()
+        await self.application.admin?.stop()
         self.hubTask.cancel()
         await self.hubTask.value
         self.pool.shutdown()
@@ -147,6 +154,7 @@ final class ServiceHarness: Sendable {
 
     /// An abrupt end, as when the process is killed: connections close without GOAWAY or trailers.
     func kill() async throws {
+        await self.application.admin?.stop()
         self.hubTask.cancel()
         try await self.group.shutdownGracefully()
         await self.hubTask.value

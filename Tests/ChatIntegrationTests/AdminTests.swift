@@ -1,0 +1,108 @@
+import ChatRPC
+import ChatStoreTestSupport
+import ChatTestSupport
+import Foundation
+import Testing
+
+/// The admin listener of an instance assembled by ChatApplication: readiness follows the database, the schema and
+/// the drain; liveness does not.
+@Suite("Admin listener: readiness and liveness (real PostgreSQL)")
+struct AdminTests {
+    @Test("/readyz: ready; unready while PostgreSQL is down, ready when it is back; unready once draining")
+    func readinessFollowsTheDatabaseAndTheDrain() async throws {
+        let cluster = try await PrivateCluster.start()
+        defer { cluster.remove() }
+        let harness = try await ServiceHarness(sharing: cluster.database, admin: true)
+        let admin = try #require(harness.adminPort)
+        #expect(try await httpGet(port: admin, "/readyz") == (200, "ready\n"))
+
+        #expect(try await cluster.stop() == 0)
+        try await waitUntil("unready without the database") { () async throws -> Bool in
+            try await httpGet(port: admin, "/readyz") == (503, "database unreachable\n")
+        }
+        // Liveness is the process, not its dependencies: a restart would not bring the database back.
+        #expect(try await httpGet(port: admin, "/healthz") == (200, "ok\n"))
+
+        #expect(try await cluster.resume() == 0)
+        try await waitUntil("ready with the database back", limit: .seconds(30)) { () async throws -> Bool in
+            try await httpGet(port: admin, "/readyz").status == 200
+        }
+
+        await harness.server.drain()
+        #expect(try await httpGet(port: admin, "/readyz") == (503, "draining: shutting down\n"))
+        try await harness.stop()
+    }
+
+    @Test("a database whose schema is behind this binary is not ready, and says to migrate")
+    func schemaBehind() async throws {
+        let harness = try await ServiceHarness(admin: true)
+        let admin = try #require(harness.adminPort)
+        #expect(try await httpGet(port: admin, "/readyz").status == 200)
+        _ = try await superuserQuery(
+            harness.database,
+            "DELETE FROM chat_meta.schema_migrations WHERE version = (SELECT max(version) FROM chat_meta.schema_migrations)"
+        )
+        let (status, body) = try await httpGet(port: admin, "/readyz")
+        #expect(status == 503 && body.contains("run chatd migrate"), "\(body)")
+        _ = try await superuserQuery(harness.database, "DROP FUNCTION chat.schema_version()")
+        #expect(
+            try await httpGet(port: admin, "/readyz") == (503, "schema older than migration 6: run chatd migrate\n")
+        )
+        // Unknown paths, other methods and bodies are refused; the endpoints are all there is.
+        #expect(try await httpGet(port: admin, "/").status == 404)
+        try await harness.stop()
+    }
+
+    @Test("the admin listener's limits: GET only, no bodies, at most 16 connections (the 17th is closed at once)")
+    func limits() async throws {
+        let harness = try await ServiceHarness(admin: true)
+        let admin = try #require(harness.adminPort)
+        #expect(
+            try await httpExchange(port: admin, "POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").status
+                == 405
+        )
+        #expect(
+            try await httpExchange(port: admin, "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                .status == 413
+        )
+        // Sixteen idle connections hold every slot; the seventeenth (accepted after them: the listen queue is in
+        // order) is closed without an answer.
+        let held = try (0..<16).map { _ in try connectIdle(port: admin) }
+        let extra = try connectIdle(port: admin)
+        #expect(try await offPool { readsEndOfStream(extra) }, "the 17th connection was served")
+        close(extra)
+        for fd in held { close(fd) }
+        // The slots free as the connections close.
+        try await waitUntil("a slot is free again") { () async throws -> Bool in
+            (try? await httpGet(port: admin, "/healthz").status) == 200
+        }
+        try await harness.stop()
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` that sends nothing.
+private func connectIdle(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+    guard connected else {
+        close(fd)
+        throw POSIXError(.ECONNREFUSED)
+    }
+    return fd
+}
+
+/// True when the peer closes `fd` (within 10 s) without sending anything.
+private func readsEndOfStream(_ fd: Int32) -> Bool {
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var byte: UInt8 = 0
+    return recv(fd, &byte, 1, 0) == 0
+}
