@@ -124,6 +124,7 @@ let package = Package(
                 "ChatDomain",
                 "ChatProto",
                 "ChatRPC",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -134,6 +135,7 @@ let package = Package(
             name: "ChatServices",
             dependencies: [
                 "ChatAuth", "ChatDomain", "ChatProto", "ChatRPC", "ChatStore",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -177,6 +179,7 @@ let package = Package(
                 "CLibPQ",
                 "ChatDomain",
                 "ChatProto",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -3,6 +3,7 @@ internal import ChatProto
 public import ChatRPC
 public import ChatServices
 public import ChatStore
+public import CoreMetrics
 public import Logging
 public import NIOPosix
 public import ServiceLifecycle
@@ -32,17 +33,22 @@ public final class ChatApplication: Sendable {
     public init(configuration: AppConfiguration, group: MultiThreadedEventLoopGroup, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        let pool = PGPool(conninfo: configuration.databaseURL, configuration: configuration.pool, logger: logger)
+        let metrics = ServerMetrics()
+        self.metrics = metrics
+        let pool = PGPool(
+            conninfo: configuration.databaseURL,
+            configuration: configuration.pool,
+            logger: logger,
+            metrics: PoolMetrics(factory: metrics.factory)
+        )
         let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
         self.pool = pool
         self.hub = hub
-        let metrics = ServerMetrics()
-        self.metrics = metrics
         let router = Self.router(configuration, pool: pool, hub: hub)
         let server = ChatServer(
             configuration: configuration.server,
             router: router,
-            interceptors: Self.interceptors(configuration),
+            interceptors: Self.interceptors(configuration, metrics: metrics.factory),
             group: group,
             logger: logger,
             metrics: RPCMetrics(router: router, factory: metrics.factory)
@@ -87,10 +93,15 @@ public final class ChatApplication: Sendable {
 
     /// The interceptors, outermost first: who is calling (and may they), then how often, then the call's
     /// database budget.
-    static func interceptors(_ configuration: AppConfiguration) -> [any ServerInterceptor] {
+    static func interceptors(_ configuration: AppConfiguration, metrics: any MetricsFactory) -> [any ServerInterceptor]
+    {
         [
-            AuthInterceptor(verifier: configuration.verifier, serviceTenants: configuration.serviceTenants),
-            RateLimitInterceptor(limiter: RateLimiter(configuration: configuration.rateLimits)),
+            AuthInterceptor(
+                verifier: configuration.verifier,
+                serviceTenants: configuration.serviceTenants,
+                metrics: metrics
+            ),
+            RateLimitInterceptor(limiter: RateLimiter(configuration: configuration.rateLimits), metrics: metrics),
             DatabaseBudgetInterceptor(),
         ]
     }

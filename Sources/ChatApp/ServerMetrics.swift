@@ -37,6 +37,10 @@ public final class ServerMetrics: Sendable {
             .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
             .milliseconds(2500), .seconds(5), .seconds(10),
         ]
+        factory.durationHistogramBuckets[PoolMetrics.Name.waitSeconds] = [
+            .microseconds(100), .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(10),
+            .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5),
+        ]
         self.factory = factory
         self.connectionsOpen = registry.makeGauge(
             name: "chat_server_connections_open",

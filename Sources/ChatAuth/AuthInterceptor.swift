@@ -1,6 +1,7 @@
 public import ChatDomain
 internal import ChatProto
 public import ChatRPC
+public import CoreMetrics
 internal import Foundation
 internal import Logging
 internal import Synchronization
@@ -19,6 +20,8 @@ public struct AuthInterceptor: ServerInterceptor {
     let serviceTenants: ServiceTenants
     let clock: @Sendable () -> Int64
     let verified = VerifiedTokens(capacity: 4096)
+    /// `chat_token_verifications_total` by `result`; nil without metrics.
+    let verifications: Verifications?
 
     /// Creates the interceptor.
     ///
@@ -26,10 +29,31 @@ public struct AuthInterceptor: ServerInterceptor {
     ///   - verifier: the token verifier.
     ///   - serviceTenants: the tenants each service principal may act for (none, unless listed).
     ///   - clock: the current time in seconds since the epoch (tests pass a fixed one).
-    public init(verifier: TokenVerifier, serviceTenants: ServiceTenants, clock: (@Sendable () -> Int64)? = nil) {
+    ///   - metrics: counts token verifications by result, when given.
+    public init(
+        verifier: TokenVerifier,
+        serviceTenants: ServiceTenants,
+        clock: (@Sendable () -> Int64)? = nil,
+        metrics: (any MetricsFactory)? = nil
+    ) {
         self.verifier = verifier
         self.serviceTenants = serviceTenants
         self.clock = clock ?? { Int64(Date().timeIntervalSince1970) }
+        self.verifications = metrics.map(Verifications.init(factory:))
+    }
+
+    /// How bearer tokens fared: `valid` (verified now), `cached` (verified before, still within `exp`), `rejected`.
+    struct Verifications: Sendable {
+        static let name = "chat_token_verifications_total"
+        let valid: Counter
+        let cached: Counter
+        let rejected: Counter
+
+        init(factory: any MetricsFactory) {
+            self.valid = Counter(label: Self.name, dimensions: [("result", "valid")], factory: factory)
+            self.cached = Counter(label: Self.name, dimensions: [("result", "cached")], factory: factory)
+            self.rejected = Counter(label: Self.name, dimensions: [("result", "rejected")], factory: factory)
+        }
     }
 
     public func intercept(
@@ -87,9 +111,17 @@ public struct AuthInterceptor: ServerInterceptor {
             let token = String(authorization.dropFirst(7))
             let now = self.clock()
             if let claims = self.verified.claims(for: token, now: now, leeway: self.verifier.leewaySeconds) {
+                self.verifications?.cached.increment()
                 return Principal(claims: claims)
             }
-            let claims = try self.verifier.verify(token, now: now)
+            let claims: TokenClaims
+            do {
+                claims = try self.verifier.verify(token, now: now)
+            } catch {
+                self.verifications?.rejected.increment()
+                throw error
+            }
+            self.verifications?.valid.increment()
             self.verified.insert(token, claims)
             return Principal(claims: claims)
         }

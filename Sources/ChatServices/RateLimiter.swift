@@ -2,6 +2,7 @@ public import ChatAuth
 public import ChatDomain
 internal import ChatProto
 public import ChatRPC
+public import CoreMetrics
 internal import Foundation
 internal import Synchronization
 
@@ -114,15 +115,29 @@ public final class RateLimiter: Sendable {
 public struct RateLimitInterceptor: ServerInterceptor {
     let limiter: RateLimiter
     let clock: @Sendable () -> Double
+    /// `chat_rate_limited_total` by `bucket` (`principal`, `service`, `tenant`); nil without metrics.
+    let refusals: [String: Counter]?
 
-    /// Creates the interceptor.
-    public init(limiter: RateLimiter, clock: (@Sendable () -> Double)? = nil) {
+    /// The name of the refusals counter.
+    public static let metricName = "chat_rate_limited_total"
+
+    /// Creates the interceptor; refusals are counted by `metrics` when given.
+    public init(limiter: RateLimiter, clock: (@Sendable () -> Double)? = nil, metrics: (any MetricsFactory)? = nil) {
         self.limiter = limiter
         self.clock = clock ?? { Date().timeIntervalSince1970 }
+        self.refusals = metrics.map { factory in
+            Dictionary(
+                uniqueKeysWithValues: ["principal", "service", "tenant"].map {
+                    ($0, Counter(label: Self.metricName, dimensions: [("bucket", $0)], factory: factory))
+                }
+            )
+        }
     }
 
     public func intercept(_ context: CallContext, next: @Sendable (CallContext) async throws -> Void) async throws {
         if let principal = context.principal, let (limit, wait) = self.limiter.check(principal, now: self.clock()) {
+            let bucket = limit == .tenant ? "tenant" : principal.role == .service ? "service" : "principal"
+            self.refusals?[bucket]?.increment()
             let milliseconds = UInt64(max(1, (wait * 1000).rounded(.up)))
             throw RPCError(
                 .resourceExhausted,

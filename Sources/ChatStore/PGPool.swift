@@ -105,6 +105,7 @@ public final class PGPool: @unchecked Sendable {
 
     /// The bounds.
     public let configuration: Configuration
+    private let metrics: PoolMetrics?
     /// The number of connections.
     public var size: Int { self.configuration.size }
 
@@ -114,12 +115,14 @@ public final class PGPool: @unchecked Sendable {
     ///   - conninfo: the libpq connection string of the application role.
     ///   - configuration: the size and the bounds.
     ///   - logger: where connection events are logged.
-    public init(conninfo: String, configuration: Configuration, logger: Logger) {
+    ///   - metrics: where waits and errors are counted; nil for nowhere.
+    public init(conninfo: String, configuration: Configuration, logger: Logger, metrics: PoolMetrics? = nil) {
         precondition(configuration.size > 0, "a pool needs at least one connection")
         precondition(configuration.maxQueued >= 0, "the queue bound cannot be negative")
         self.conninfo = conninfo
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         for index in 0..<configuration.size {
             let thread = Thread { [self] in self.workerLoop(index: index) }
             thread.name = "chat-pg-\(index)"
@@ -187,11 +190,16 @@ public final class PGPool: @unchecked Sendable {
                     admissionDeadline: admission,
                     callDeadline: callDeadline,
                     activity: budget?.activity,
-                    run: { connection in
+                    run: { [metrics] connection in
+                        metrics?.waited(.now - now)
                         let outcome = Result { try work(connection.get()) }
+                        if case .failure(let error) = outcome { metrics?.failed(error) }
                         return { continuation.resume(with: outcome) }
                     },
-                    fail: { continuation.resume(throwing: $0) }
+                    fail: { [metrics] error in
+                        metrics?.failed(error)
+                        continuation.resume(throwing: error)
+                    }
                 )
                 self.condition.lock()
                 if self.isShutDown {

@@ -43,6 +43,32 @@ public struct StorageError: Error, Hashable, CustomStringConvertible, CustomDebu
         /// A statement ran past the call's deadline or chatd's statement limit and was cancelled (SQLSTATE 57014).
         public static let timedOut = Code(base: .timedOut)
 
+        /// The `code` label of `chat_db_errors_total`.
+        public var metricLabel: String {
+            switch self.base {
+            case .overloaded: "overloaded"
+            case .admissionTimeout: "admission_timeout"
+            case .timedOut: "timed_out"
+            case .connectionFailed: "connection_failed"
+            case .queryFailed: "query_failed"
+            case .unexpectedResult: "unexpected_result"
+            case .migrationFailed: "migration_failed"
+            case .notFound: "not_found"
+            case .conflict: "conflict"
+            case .permissionDenied: "permission_denied"
+            case .failedPrecondition: "failed_precondition"
+            }
+        }
+
+        /// Failures of the database path itself (no connection, shed load, out of time), as opposed to answers
+        /// about the data (not found, a conflict) that the repositories give.
+        var isPathFailure: Bool {
+            switch self.base {
+            case .overloaded, .admissionTimeout, .timedOut, .connectionFailed: true
+            default: false
+            }
+        }
+
         public var description: String {
             switch self.base {
             case .overloaded: "overloaded"

@@ -22,6 +22,14 @@ struct AdminTests {
         }
         // Liveness is the process, not its dependencies: a restart would not bring the database back.
         #expect(try await httpGet(port: admin, "/healthz") == (200, "ok\n"))
+        // The failed checks are database errors of the pool's, by code and SQLSTATE class.
+        let scraped = try await httpGet(port: admin, "/metrics").body
+        #expect(
+            scraped.split(separator: "\n").contains {
+                $0.hasPrefix("chat_db_errors_total{code=\"connection_failed\",sqlstate_class=\"none\"} ")
+            },
+            "\(scraped)"
+        )
 
         #expect(try await cluster.resume() == 0)
         try await waitUntil("ready with the database back", limit: .seconds(30)) { () async throws -> Bool in

@@ -320,6 +320,12 @@ struct ChatdProcessTests {
             )
         )
         #expect(metrics.contains("chat_db_pool_connections 8.0"))
+        // The burst's refusal, by bucket; every token verified once, then from the cache.
+        #expect(metrics.contains("chat_rate_limited_total{bucket=\"principal\"} 1"), "\(text)")
+        #expect(metrics.contains("chat_rate_limited_total{bucket=\"tenant\"} 0"))
+        #expect(metrics.contains("chat_token_verifications_total{result=\"valid\"} 3"))
+        #expect(metrics.contains { $0.hasPrefix("chat_token_verifications_total{result=\"cached\"} ") })
+        #expect(text.contains("chat_db_pool_wait_seconds_count "))
         // No tenant, user or thread id is ever a label.
         #expect(!text.contains(Fixture.tenantA) && !text.contains(threadID) && !text.contains("burst-user"))
 

@@ -85,9 +85,11 @@ struct PoolBoundsTests {
             },
             "\(outcomes)"
         )
-        // Every call ended close to its deadline at the latest.
+        // Every call ended close to its deadline at the latest: well before the pool's 5 s queue timeout or 30 s
+        // statement limit, which a call the deadline did not bound would reach (the slack is for a loaded machine:
+        // 2.1 s was seen under the full suite on 2 cores).
         let slowest = results.map(\.1).max() ?? .zero
-        #expect(slowest < deadline + .milliseconds(800), "slowest call took \(slowest)")
+        #expect(slowest < deadline + .seconds(2), "slowest call took \(slowest)")
         #expect(pool.queuedJobs == 0)
         // And the pool still works.
         #expect(await call(pool, "SELECT 1", deadline: .seconds(5)).0 == .ok)
