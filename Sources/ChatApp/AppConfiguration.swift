@@ -14,6 +14,11 @@ public struct AppConfiguration: Sendable {
     public var pool: PGPool.Configuration
     /// Verifies bearer tokens.
     public var verifier: TokenVerifier
+    /// The JWKS file the verifier's keys come from, re-read when it changes (every `jwksReloadInterval`); nil when
+    /// the keys are fixed.
+    public var jwksFile: String?
+    /// How often the JWKS file is checked for a change.
+    public var jwksReloadInterval: Duration
     /// Seals page tokens, resume tokens and stream cursors.
     public var sealer: TokenSealer
     /// The tenants each service principal may act for.
@@ -61,6 +66,8 @@ public struct AppConfiguration: Sendable {
         self.databaseURL = databaseURL
         self.pool = PGPool.Configuration(size: 8)
         self.verifier = verifier
+        self.jwksFile = nil
+        self.jwksReloadInterval = .seconds(10)
         self.sealer = sealer
         self.serviceTenants = .none
         self.rateLimits = RateLimiter.Configuration()

@@ -108,12 +108,22 @@ public final class ChatApplication: Sendable {
 
     /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the database
     /// probe, the admin listener, the hub before the server (so it stops after it, and draining streams still get woken), the server,
-    /// and the retention sweeper when configured.
+    /// the JWKS file watcher and the retention sweeper when configured.
     public var services: [any Service] {
         var services: [any Service] = [DatabaseProbe(pool: self.pool, logger: self.logger)]
         // The admin listener stops after the server, so that /readyz says "draining" while the server drains.
         if let admin = self.admin { services.append(admin) }
         services += [self.hub, self.server]
+        if let path = self.configuration.jwksFile {
+            services.append(
+                JWKSFileWatcher(
+                    path: path,
+                    ring: self.configuration.verifier.keyRing,
+                    interval: self.configuration.jwksReloadInterval,
+                    logger: self.logger
+                )
+            )
+        }
         if let retention = self.configuration.retention {
             services.append(
                 RetentionScheduler(

@@ -110,19 +110,25 @@ public struct AuthInterceptor: ServerInterceptor {
             }
             let token = String(authorization.dropFirst(7))
             let now = self.clock()
-            if let claims = self.verified.claims(for: token, now: now, leeway: self.verifier.leewaySeconds) {
+            let (keys, generation) = self.verifier.keyRing.current
+            if let claims = self.verified.claims(
+                for: token,
+                now: now,
+                leeway: self.verifier.leewaySeconds,
+                generation: generation
+            ) {
                 self.verifications?.cached.increment()
                 return Principal(claims: claims)
             }
             let claims: TokenClaims
             do {
-                claims = try self.verifier.verify(token, now: now)
+                claims = try self.verifier.verify(token, now: now, keys: keys)
             } catch {
                 self.verifications?.rejected.increment()
                 throw error
             }
             self.verifications?.valid.increment()
-            self.verified.insert(token, claims)
+            self.verified.insert(token, claims, generation: generation)
             return Principal(claims: claims)
         }
         if let identity = context.peerIdentity, identity.hasPrefix("service:"), identity.utf8.count > 8 {
@@ -155,33 +161,40 @@ extension AuthInterceptor {
 
 /// Tokens verified before, with their claims, until they expire: a client sends the same token on every call, and
 /// verifying its signature again was about a twentieth of the server's CPU per call. Only successful verifications
-/// are kept; an entry is used only while `now` is within the token's `exp` (plus the verifier's leeway), so the
-/// answer is the one verification would give (the keys are fixed for the process's life; `nbf` passed already).
+/// are kept; an entry is used only while `now` is within the token's `exp` (plus the verifier's leeway) and only
+/// under the key generation it was verified with, so the answer is the one verification would give (a key the
+/// ring no longer holds fails at once; `nbf` passed already).
 final class VerifiedTokens: Sendable {
     private let capacity: Int
-    private let entries: Mutex<[String: TokenClaims]>
+    private let entries: Mutex<(generation: UInt64, claims: [String: TokenClaims])>
 
     init(capacity: Int) {
         self.capacity = capacity
-        self.entries = Mutex([:])
+        self.entries = Mutex((0, [:]))
     }
 
-    func claims(for token: String, now: Int64, leeway: Int64) -> TokenClaims? {
+    func claims(for token: String, now: Int64, leeway: Int64, generation: UInt64) -> TokenClaims? {
         self.entries.withLock { entries in
-            guard let claims = entries[token] else { return nil }
+            guard entries.generation == generation else {
+                // The keys changed since these were verified: verify again.
+                entries = (generation, [:])
+                return nil
+            }
+            guard let claims = entries.claims[token] else { return nil }
             guard now <= claims.expiresAt + leeway else {
-                entries[token] = nil
+                entries.claims[token] = nil
                 return nil
             }
             return claims
         }
     }
 
-    func insert(_ token: String, _ claims: TokenClaims) {
+    func insert(_ token: String, _ claims: TokenClaims, generation: UInt64) {
         self.entries.withLock { entries in
+            guard entries.generation == generation else { return }
             // Full: start over (bounded memory; the next calls verify again).
-            if entries.count >= self.capacity { entries.removeAll(keepingCapacity: true) }
-            entries[token] = claims
+            if entries.claims.count >= self.capacity { entries.claims.removeAll(keepingCapacity: true) }
+            entries.claims[token] = claims
         }
     }
 }

@@ -24,8 +24,10 @@ public struct TokenVerifier: Sendable {
     /// The longest token accepted (the CallHeader's authorization field is at most 8 KiB).
     public static let maxTokenBytes = 8 * 1024
 
-    /// The signing keys.
-    public let keys: JWKSet
+    /// The signing keys (replaceable: `KeyRing`).
+    public let keyRing: KeyRing
+    /// The signing keys now.
+    public var keys: JWKSet { self.keyRing.keys }
     /// The required `iss`.
     public let issuer: String
     /// The required `aud` (a member of it, when it is an array).
@@ -33,9 +35,14 @@ public struct TokenVerifier: Sendable {
     /// Clock skew tolerated on `exp` and `nbf`, seconds.
     public let leewaySeconds: Int64
 
-    /// Creates a verifier.
+    /// Creates a verifier with fixed keys.
     public init(keys: JWKSet, issuer: String, audience: String, leewaySeconds: Int64 = 30) {
-        self.keys = keys
+        self.init(keyRing: KeyRing(keys), issuer: issuer, audience: audience, leewaySeconds: leewaySeconds)
+    }
+
+    /// Creates a verifier whose keys may be replaced while it runs.
+    public init(keyRing: KeyRing, issuer: String, audience: String, leewaySeconds: Int64 = 30) {
+        self.keyRing = keyRing
         self.issuer = issuer
         self.audience = audience
         self.leewaySeconds = leewaySeconds
@@ -49,6 +56,12 @@ public struct TokenVerifier: Sendable {
     /// - Returns: the claims.
     /// - Throws: `AuthError` UNAUTHENTICATED saying what was wrong, never echoing the token.
     public func verify(_ token: String, now: Int64) throws(AuthError) -> TokenClaims {
+        try self.verify(token, now: now, keys: self.keyRing.keys)
+    }
+
+    /// Verifies a token with `keys` (a snapshot of the ring, so that a replacement during the call does not mix
+    /// two key sets).
+    func verify(_ token: String, now: Int64, keys: JWKSet) throws(AuthError) -> TokenClaims {
         let bytes = Array(token.utf8)
         guard bytes.count <= Self.maxTokenBytes else { throw Self.reject("the token is too long") }
         let parts = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
@@ -65,7 +78,7 @@ public struct TokenVerifier: Sendable {
             throw Self.reject("the token's algorithm is not accepted")
         }
         guard header.crit == nil else { throw Self.reject("the token has critical headers this server does not know") }
-        guard let keyID = header.kid, let key = self.keys.keys[keyID] else {
+        guard let keyID = header.kid, let key = keys.keys[keyID] else {
             throw Self.reject("the token's key id is unknown")
         }
         guard key.algorithm == algorithm else { throw Self.reject("the token's algorithm does not match its key") }

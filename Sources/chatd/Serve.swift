@@ -58,6 +58,12 @@ struct Serve: AsyncParsableCommand {
     )
     var serviceTenants: String?
 
+    @Option(
+        name: .customLong("auth-jwks-reload-interval"),
+        help: "Seconds between checks of the --auth-jwks file for new keys (a rotation needs no restart)."
+    )
+    var jwksReloadInterval: Double = 10
+
     @Option(name: .customLong("auth-issuer"), help: "The required iss of bearer tokens.")
     var issuer: String
 
@@ -248,7 +254,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("cannot read --auth-jwks \(self.jwks)")
         }
         let verifier = TokenVerifier(
-            keys: try JWKSet(json: Array(jwksData)),
+            keyRing: KeyRing(try JWKSet(json: Array(jwksData))),
             issuer: self.issuer,
             audience: self.audience,
             leewaySeconds: self.leeway
@@ -267,6 +273,9 @@ struct Serve: AsyncParsableCommand {
             sealer: try TokenSealer(keyFile: sealKeyText)
         )
         configuration.pool = try self.poolConfiguration(size: self.options.poolSize)
+        guard self.jwksReloadInterval > 0 else { throw ValidationError("--auth-jwks-reload-interval must be positive") }
+        configuration.jwksFile = self.jwks
+        configuration.jwksReloadInterval = .milliseconds(Int64(self.jwksReloadInterval * 1000))
         if let path = self.serviceTenants {
             guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) })
             else {

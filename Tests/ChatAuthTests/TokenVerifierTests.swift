@@ -196,16 +196,27 @@ struct VerifiedTokensTests {
         let token = try keys.hmac.sign(claims: goodClaims())
         let claims = try keys.verifier.verify(token, now: now)
         let cache = VerifiedTokens(capacity: 2)
-        #expect(cache.claims(for: token, now: now, leeway: 30) == nil)
-        cache.insert(token, claims)
-        #expect(cache.claims(for: token, now: now + 600 + 30, leeway: 30) == claims)
-        #expect(cache.claims(for: token, now: now + 600 + 31, leeway: 30) == nil, "expired: verify again")
-        #expect(cache.claims(for: token, now: now, leeway: 30) == nil, "and it was dropped")
-        cache.insert("a", claims)
-        cache.insert("b", claims)
-        cache.insert("c", claims)
+        #expect(cache.claims(for: token, now: now, leeway: 30, generation: 0) == nil)
+        cache.insert(token, claims, generation: 0)
+        #expect(cache.claims(for: token, now: now + 600 + 30, leeway: 30, generation: 0) == claims)
         #expect(
-            cache.claims(for: "a", now: now, leeway: 30) == nil && cache.claims(for: "c", now: now, leeway: 30) != nil
+            cache.claims(for: token, now: now + 600 + 31, leeway: 30, generation: 0) == nil,
+            "expired: verify again"
         )
+        #expect(cache.claims(for: token, now: now, leeway: 30, generation: 0) == nil, "and it was dropped")
+        cache.insert("a", claims, generation: 0)
+        cache.insert("b", claims, generation: 0)
+        cache.insert("c", claims, generation: 0)
+        #expect(
+            cache.claims(for: "a", now: now, leeway: 30, generation: 0) == nil
+                && cache.claims(for: "c", now: now, leeway: 30, generation: 0) != nil
+        )
+        // New keys (a new generation): nothing verified under the old ones is answered, and a late insert of an
+        // old-generation verification is not kept.
+        #expect(cache.claims(for: "c", now: now, leeway: 30, generation: 1) == nil)
+        cache.insert("d", claims, generation: 0)
+        #expect(cache.claims(for: "d", now: now, leeway: 30, generation: 1) == nil)
+        cache.insert("e", claims, generation: 1)
+        #expect(cache.claims(for: "e", now: now, leeway: 30, generation: 1) == claims)
     }
 }

@@ -149,12 +149,18 @@ final class ChatdProcess: Sendable {
     }
 
     /// A bearer token for this instance, minted by `chatctl token mint`.
-    func token(role: String, tenant: String = Fixture.tenantA, sub: String = "process-user") throws -> String {
+    func token(
+        role: String,
+        tenant: String = Fixture.tenantA,
+        sub: String = "process-user",
+        key: String? = nil,
+        kid: String = "p"
+    ) throws -> String {
         let minted = try runProgramBlocking(
             CLITests.chatctl,
             [
-                "token", "mint", "--key", self.signingKey, "--kid", "p", "--issuer", "test", "--tenant", tenant,
-                "--sub", sub, "--role", role,
+                "token", "mint", "--key", key ?? self.signingKey, "--kid", kid, "--issuer", "test", "--tenant",
+                tenant, "--sub", sub, "--role", role,
             ]
         )
         #expect(minted.status == 0, "\(minted.output)")
@@ -332,6 +338,51 @@ struct ChatdProcessTests {
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)
         for client in [anonymous, admin, service, burst] { await client.close() }
+        try await group.shutdownGracefully()
+    }
+
+    @Test(
+        "the JWKS file rotated (new key in, old key out): new tokens accepted, old ones refused, cached too, no restart"
+    )
+    func jwksRotation() async throws {
+        let chatd = try await ChatdProcess.start(arguments: ["--auth-jwks-reload-interval", "0.2"])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let old = try chatd.client(try chatd.token(role: "tenant_admin", sub: "before"), group: group)
+        try await chatd.waitServing(old)
+        _ = try await old.listThreads(ListThreadsRequest())  // verified, and now in the cache of verified tokens
+
+        let newKey = "\(chatd.directory)/rotated.pem"
+        #expect(
+            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", newKey]).status == 0
+        )
+        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", newKey, "--kid", "q"])
+        try jwks.output.write(toFile: "\(chatd.directory)/jwks.json", atomically: true, encoding: .utf8)
+        let rotated = try chatd.client(
+            try chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
+            group: group
+        )
+        try await waitUntil("the new key is in use") { () async throws -> Bool in
+            (try? await rotated.listThreads(ListThreadsRequest())) != nil
+        }
+        // The old key is gone: its token fails though it was verified (and cached) before the rotation.
+        do {
+            _ = try await old.listThreads(ListThreadsRequest())
+            Issue.record("a token of the removed key was still accepted")
+        } catch let error as RPCError {
+            #expect(error.code == .unauthenticated, "\(error)")
+        }
+
+        // A file that does not parse is ignored: the keys in use stay.
+        try "{ not json".write(toFile: "\(chatd.directory)/jwks.json", atomically: true, encoding: .utf8)
+        try await waitUntil("the bad file was seen and refused") {
+            ((try? String(contentsOfFile: chatd.log, encoding: .utf8)) ?? "").contains("does not parse")
+        }
+        _ = try await rotated.listThreads(ListThreadsRequest())
+
+        kill(chatd.pid, SIGTERM)
+        #expect(try await chatd.wait() == 0)
+        await old.close()
+        await rotated.close()
         try await group.shutdownGracefully()
     }
 }
