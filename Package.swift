@@ -146,7 +146,7 @@ let package = Package(
         .target(
             name: "ChatApp",
             dependencies: [
-                "ChatAuth", "ChatProto", "ChatRPC", "ChatServices", "ChatStore",
+                "ChatAuth", "ChatProto", "ChatRPC", "ChatServices", "ChatStore", "ChatTLS",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -154,6 +154,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

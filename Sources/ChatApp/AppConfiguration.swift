@@ -2,6 +2,7 @@ public import ChatAuth
 public import ChatRPC
 public import ChatServices
 public import ChatStore
+public import ChatTLS
 
 /// Everything that decides how one chatd instance is assembled, as one value: `chatd serve` builds it from its
 /// flags, the tests from their fixtures, and `ChatApplication` assembles the same server from either.
@@ -19,6 +20,11 @@ public struct AppConfiguration: Sendable {
     public var jwksFile: String?
     /// How often the JWKS file is checked for a change.
     public var jwksReloadInterval: Duration
+    /// The server's TLS files, re-read on SIGHUP and when they change (every `tlsReloadInterval`); nil when the
+    /// pair is fixed (tests: SIGHUP is the whole process's).
+    public var tlsFiles: TLSConfiguration?
+    /// How often the TLS files are checked for a change.
+    public var tlsReloadInterval: Duration
     /// Seals page tokens, resume tokens and stream cursors.
     public var sealer: TokenSealer
     /// The tenants each service principal may act for.
@@ -68,6 +74,8 @@ public struct AppConfiguration: Sendable {
         self.verifier = verifier
         self.jwksFile = nil
         self.jwksReloadInterval = .seconds(10)
+        self.tlsFiles = nil
+        self.tlsReloadInterval = .seconds(30)
         self.sealer = sealer
         self.serviceTenants = .none
         self.rateLimits = RateLimiter.Configuration()

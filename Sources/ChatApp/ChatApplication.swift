@@ -108,7 +108,7 @@ public final class ChatApplication: Sendable {
 
     /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the database
     /// probe, the admin listener, the hub before the server (so it stops after it, and draining streams still get woken), the server,
-    /// the JWKS file watcher and the retention sweeper when configured.
+    /// the JWKS file watcher, the TLS reloader and the retention sweeper when configured.
     public var services: [any Service] {
         var services: [any Service] = [DatabaseProbe(pool: self.pool, logger: self.logger)]
         // The admin listener stops after the server, so that /readyz says "draining" while the server drains.
@@ -120,6 +120,16 @@ public final class ChatApplication: Sendable {
                     path: path,
                     ring: self.configuration.verifier.keyRing,
                     interval: self.configuration.jwksReloadInterval,
+                    logger: self.logger
+                )
+            )
+        }
+        if let tls = self.configuration.tlsFiles {
+            services.append(
+                TLSReloader(
+                    configuration: tls,
+                    server: self.server,
+                    interval: self.configuration.tlsReloadInterval,
                     logger: self.logger
                 )
             )

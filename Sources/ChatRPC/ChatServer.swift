@@ -98,6 +98,8 @@ public final class ChatServer: Service, Sendable {
     private let callIDs = CallIDGenerator()
     private let state = Mutex<State>(State())
     private let metrics: RPCMetrics?
+    /// The TLS context new connections get; `replaceTLS` swaps it (open connections keep theirs).
+    private let tls: Mutex<TLSContext>
 
     private struct State {
         var channel: (any Channel)?
@@ -120,7 +122,17 @@ public final class ChatServer: Service, Sendable {
         self.group = group
         self.logger = logger
         self.metrics = metrics
+        self.tls = Mutex(configuration.tls)
     }
+
+    /// Gives new connections another certificate and key (a rotation): connections open now keep the pair they
+    /// were accepted with, streams included.
+    public func replaceTLS(_ context: TLSContext) {
+        self.tls.withLock { $0 = context }
+    }
+
+    /// The TLS context a connection accepted now gets.
+    public var currentTLS: TLSContext { self.tls.withLock { $0 } }
 
     /// True once `drain()` began: the server takes no new connections (readiness reports it).
     public var isDraining: Bool { self.state.withLock { $0.draining } }
@@ -161,7 +173,7 @@ public final class ChatServer: Service, Sendable {
                         metrics: metrics
                     )
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(TLSHandler(context: configuration.tls))
+                    try sync.addHandler(TLSHandler(context: self?.currentTLS ?? configuration.tls))
                     try sync.addHandler(
                         ByteToMessageHandler(
                             FrameDecoder(

@@ -168,6 +168,9 @@ public struct ServerConnectionStateMachine {
             guard case .settings(let entries) = frame else {
                 return self.connectionError(WireError(.protocolError, "the first frame must be SETTINGS"))
             }
+            // The idle clock starts once the connection is set up: a slow TLS handshake is not idleness (the
+            // preface timeout bounds it), and a client's first call must not race a timer that began at accept.
+            self.idleSince = now
             return self.settingsReceived(entries)
         }
         switch frame {

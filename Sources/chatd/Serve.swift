@@ -35,6 +35,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: "PEM private key of the certificate.")
     var key: String
 
+    @Option(
+        name: .customLong("tls-reload-interval"),
+        help: "Seconds between checks of the TLS files for a new certificate (SIGHUP reloads at once)."
+    )
+    var tlsReloadInterval: Double = 30
+
     @Option(name: .customLong("tls-client-ca"), help: "PEM CA that signs client certificates (enables mTLS).")
     var clientCA: String?
 
@@ -242,14 +248,13 @@ struct Serve: AsyncParsableCommand {
     func appConfiguration(logger: Logger) throws -> AppConfiguration {
         let databaseURL = try self.options.resolvedDatabaseURL()
         let (host, port) = try Self.hostAndPort(self.listen, "--listen")
-        let tls = try TLSContext(
-            configuration: .server(
-                certificate: self.certificate,
-                privateKey: self.key,
-                clientCA: self.clientCA,
-                requireClientCertificate: self.requireClientCertificate
-            )
+        let tlsFiles = TLSConfiguration.server(
+            certificate: self.certificate,
+            privateKey: self.key,
+            clientCA: self.clientCA,
+            requireClientCertificate: self.requireClientCertificate
         )
+        let tls = try TLSContext(configuration: tlsFiles)
         guard let jwksData = FileManager.default.contents(atPath: self.jwks) else {
             throw ValidationError("cannot read --auth-jwks \(self.jwks)")
         }
@@ -273,6 +278,9 @@ struct Serve: AsyncParsableCommand {
             sealer: try TokenSealer(keyFile: sealKeyText)
         )
         configuration.pool = try self.poolConfiguration(size: self.options.poolSize)
+        guard self.tlsReloadInterval > 0 else { throw ValidationError("--tls-reload-interval must be positive") }
+        configuration.tlsFiles = tlsFiles
+        configuration.tlsReloadInterval = .milliseconds(Int64(self.tlsReloadInterval * 1000))
         guard self.jwksReloadInterval > 0 else { throw ValidationError("--auth-jwks-reload-interval must be positive") }
         configuration.jwksFile = self.jwks
         configuration.jwksReloadInterval = .milliseconds(Int64(self.jwksReloadInterval * 1000))

@@ -89,10 +89,14 @@ final class ChatdProcess: Sendable {
             encoding: .utf8
         )
         let log = "\(directory)/chatd.log"
+        // Its own copy of the server's pair, which a test may rotate.
+        for file in ["server.pem", "server.key"] {
+            try FileManager.default.copyItem(atPath: "\(tls)/\(file)", toPath: "\(directory)/\(file)")
+        }
         let argv =
             [
                 Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                "--tls-certificate", "\(tls)/server.pem", "--tls-key", "\(tls)/server.key",
+                "--tls-certificate", "\(directory)/server.pem", "--tls-key", "\(directory)/server.key",
                 "--auth-jwks", "\(directory)/jwks.json", "--auth-issuer", "test", "--retention-interval", "0",
                 "--token-seal-keys", "\(directory)/seal.keys",
                 // info: the "listening" line names the port.
@@ -384,5 +388,72 @@ struct ChatdProcessTests {
         await old.close()
         await rotated.close()
         try await group.shutdownGracefully()
+    }
+
+    @Test("the certificate rotated on SIGHUP: a new connection sees the new one, an open WatchThread stream runs on")
+    func certificateRotation() async throws {
+        let chatd = try await ChatdProcess.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = try chatd.client(try chatd.token(role: "tenant_admin"), group: group)
+        try await chatd.waitServing(client)
+        #expect(try await Self.servedSubject(chatd.port) == "CN = localhost")
+        let created = try await client.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "TLS"))
+        let threadID = try #require(created.thread?.id)
+        let stream = try await client.watchThread(WatchThreadRequest(threadId: threadID))
+        var events = stream.makeAsyncIterator()
+        _ = try await events.next()  // the thread's head: the stream is open
+
+        // A new pair from the same CA, written over the files chatd reads, then SIGHUP.
+        let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
+        let script = """
+            set -e
+            cd '\(chatd.directory)'
+            openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out new.key 2>/dev/null
+            openssl req -new -key new.key -subj /CN=rotated.localhost -out new.csr 2>/dev/null
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > new.ext
+            openssl x509 -req -in new.csr -CA '\(tls)/ca.pem' -CAkey '\(tls)/ca.key' -CAcreateserial \\
+                -CAserial new.srl -days 2 -extfile new.ext -out new.pem 2>/dev/null
+            mv new.key server.key
+            mv new.pem server.pem
+            """
+        let made = try await runProgram("/bin/sh", ["-c", script])
+        #expect(made.status == 0, "\(made.output)")
+        kill(chatd.pid, SIGHUP)
+        try await waitUntil("new connections get the new certificate") { () async throws -> Bool in
+            try await Self.servedSubject(chatd.port) == "CN = rotated.localhost"
+        }
+        // The stream opened before the rotation goes on, on its connection of the old pair.
+        _ = try await client.sendMessage(
+            SendMessageRequest(threadId: threadID, body: "after the rotation", idempotencyKey: "rotation-1")
+        )
+        var delivered: String?
+        while delivered == nil, let event = try await events.next() {
+            if case .message(let message)? = event.event?.event { delivered = message.message?.body }
+        }
+        #expect(delivered == "after the rotation")
+        // And a new client connects (it verifies the new certificate against the CA).
+        let fresh = try chatd.client(group: group)
+        #expect(try await fresh.healthCheck(HealthCheckRequest()).status == .serving)
+
+        kill(chatd.pid, SIGTERM)
+        #expect(try await chatd.wait() == 0)
+        await client.close()
+        await fresh.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// The subject of the certificate a new TLS connection to `port` is served (openssl s_client).
+    static func servedSubject(_ port: Int) async throws -> String {
+        let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
+        let shown = try await runProgram(
+            "/bin/sh",
+            [
+                "-c",
+                "openssl s_client -connect 127.0.0.1:\(port) -servername localhost -alpn chat/1 "
+                    + "-CAfile '\(tls)/ca.pem' </dev/null 2>/dev/null | openssl x509 -noout -subject",
+            ]
+        )
+        let line = shown.output.split(separator: "\n").first { $0.hasPrefix("subject=") } ?? ""
+        return line.dropFirst("subject=".count).trimmingCharacters(in: .whitespaces)
     }
 }

@@ -431,6 +431,20 @@ struct ServerConnectionStateMachineTests {
         )
     }
 
+    @Test("idle timeout: the clock starts when the client's SETTINGS arrive, not when the connection was accepted")
+    func idleFromSettings() {
+        var configuration = Machine.Configuration()
+        configuration.idleTimeout = .seconds(10)
+        var machine = Machine(configuration: configuration, now: t0)
+        // The TLS handshake and the preface took 9 s (a loaded machine).
+        _ = machine.frameReceived(.settings([]), now: t0 + .seconds(9))
+        #expect(machine.timerFired(now: t0 + .seconds(12)) == .none, "idle only 3 s since the connection was set up")
+        #expect(
+            machine.timerFired(now: t0 + .seconds(19))
+                == .closeConnection([.goAway(lastStream: 0, code: .noError, debug: "idle")])
+        )
+    }
+
     @Test("maximum age: reported once, when reached")
     func maxAge() {
         var configuration = Machine.Configuration()

@@ -85,9 +85,11 @@ final class RawPeer: Sendable {
 
     /// Closes the TCP connection without TLS close_notify (an unclean shutdown).
     func abort() async throws {
-        let tls = try await self.channel.pipeline.handler(type: TLSHandler.self).get()
-        try await self.channel.pipeline.removeHandler(tls).get()
-        try await self.channel.close()
+        // A connection the server closed already (its preface timeout, say) has nothing left to abort.
+        guard self.channel.isActive, let tls = try? await self.channel.pipeline.handler(type: TLSHandler.self).get()
+        else { return }
+        try? await self.channel.pipeline.removeHandler(tls).get()
+        try? await self.channel.close()
     }
 
     /// Every frame the server sends until it closes the connection (at most `limit` seconds).
