@@ -146,7 +146,7 @@ let package = Package(
         .target(
             name: "ChatApp",
             dependencies: [
-                "ChatAuth", "ChatProto", "ChatRPC", "ChatServices", "ChatStore", "ChatTLS",
+                "ChatAuth", "ChatProto", "ChatRPC", "ChatServices", "ChatStore", "ChatTLS", "ChatWire",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

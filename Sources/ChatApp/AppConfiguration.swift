@@ -3,6 +3,9 @@ public import ChatRPC
 public import ChatServices
 public import ChatStore
 public import ChatTLS
+internal import ChatWire
+internal import Foundation
+internal import NIOCore
 
 /// Everything that decides how one chatd instance is assembled, as one value: `chatd serve` builds it from its
 /// flags, the tests from their fixtures, and `ChatApplication` assembles the same server from either.
@@ -91,3 +94,102 @@ public struct AppConfiguration: Sendable {
 
 /// The version chatd reports in the method listing.
 public let chatdVersion = "0.1.0"
+
+extension AppConfiguration {
+    /// The effective settings, one `name: value` each, as `chatd serve --print-config` shows them: secrets are
+    /// redacted (the database URL's password; key files are named, never read out).
+    public var printed: [String] {
+        func seconds(_ duration: Duration) -> String {
+            let (whole, fraction) = duration.components
+            return fraction == 0 ? "\(whole)s" : "\(Double(whole) + Double(fraction) / 1e18)s"
+        }
+        func time(_ amount: TimeAmount?) -> String {
+            amount.map { seconds(.nanoseconds($0.nanoseconds)) } ?? "off"
+        }
+        let server = self.server
+        var lines = [
+            "listen: \(server.host):\(server.port)",
+            "admin-listen: \(self.admin.map { "\($0.host):\($0.port)" } ?? "off")",
+            "database-url: \(Self.redacted(self.databaseURL))",
+            "pool-size: \(self.pool.size)",
+            "db-max-queued: \(self.pool.maxQueued)",
+            "db-queue-timeout: \(seconds(self.pool.queueTimeout))",
+            "statement-timeout: \(seconds(self.pool.statementTimeout))",
+            "tls-certificate: \(self.tlsFiles?.certificatePath ?? "(fixed)")",
+            "tls-key: \(self.tlsFiles?.privateKeyPath ?? "(fixed)")",
+            "tls-client-ca: \(self.tlsFiles?.trustRootsPath ?? "none")",
+            "tls-reload-interval: \(seconds(self.tlsReloadInterval))",
+            "auth-jwks: \(self.jwksFile ?? "(fixed)") with kids \(self.verifier.keys.keys.keys.sorted().joined(separator: ","))",
+            "auth-jwks-reload-interval: \(seconds(self.jwksReloadInterval))",
+            "auth-issuer: \(self.verifier.issuer)",
+            "auth-audience: \(self.verifier.audience)",
+            "auth-leeway: \(self.verifier.leewaySeconds)s",
+            "token-seal-keys: (\(self.sealer.keyCount) keys; not shown)",
+            "service-tenants: \(self.serviceTenants.summary)",
+            "rate-per-user: \(self.rateLimits.perPrincipal.rate)",
+            "rate-per-service: \(self.rateLimits.perService.rate)",
+            "rate-per-tenant: \(self.rateLimits.perTenant.rate)",
+            "live-heartbeat: \(seconds(self.live.heartbeatInterval))",
+            "live-stall-limit: \(seconds(self.live.stallLimit))",
+            "live-check-interval: \(seconds(self.liveHub.checkInterval))",
+            "idempotency-window: \(seconds(self.idempotencyWindow))",
+            "max-connections: \(server.maxConnections)",
+            "max-handshaking-connections: \(server.maxHandshakingConnections)",
+            "idle-timeout: \(time(server.connection.idleTimeout))",
+            "max-connection-age: \(time(server.connection.maxAge))",
+            "max-connection-age-grace: \(time(server.maxAgeGrace))",
+            "drain-grace: \(time(server.drainGrace))",
+            "stall-limit: \(seconds(server.stallLimit))",
+            "stream-buffer-bytes: \(server.budget.perStream)",
+            "connection-buffer-bytes: \(server.budget.perConnection)",
+            "connection-inbound-bytes: \(server.budget.inboundPerConnection)",
+            "max-queued-control-frames: \(server.budget.queuedControlFrames)",
+        ]
+        if let retention = self.retention {
+            lines += [
+                "retention-interval: \(seconds(retention.interval))", "retention-batch-size: \(retention.batchSize)",
+            ]
+        } else {
+            lines.append("retention-interval: off")
+        }
+        return lines
+    }
+
+    /// A libpq connection string or URI with its password replaced by `***`.
+    public static func redacted(_ conninfo: String) -> String {
+        if conninfo.contains("://") {
+            // postgresql://user:password@host/db?...
+            guard let schemeEnd = conninfo.range(of: "://"),
+                let at = conninfo[schemeEnd.upperBound...].firstIndex(of: "@")
+            else { return Self.redactedParameter(conninfo) }
+            let userInfo = conninfo[schemeEnd.upperBound..<at]
+            guard let colon = userInfo.firstIndex(of: ":") else { return Self.redactedParameter(conninfo) }
+            return Self.redactedParameter(
+                String(conninfo[..<colon]) + ":***" + String(conninfo[at...])
+            )
+        }
+        return Self.redactedParameter(conninfo)
+    }
+
+    /// `password=...` (key=value form, or a URI's query) replaced by `password=***`.
+    private static func redactedParameter(_ text: String) -> String {
+        var result = ""
+        var rest = Substring(text)
+        while let range = rest.range(of: "password=") {
+            result += rest[..<range.upperBound] + "***"
+            rest = rest[range.upperBound...]
+            if rest.first == "'" {
+                // A quoted value: up to the closing quote (backslash escapes).
+                var index = rest.index(after: rest.startIndex)
+                while index < rest.endIndex, rest[index] != "'" {
+                    if rest[index] == "\\" { index = rest.index(after: index) }
+                    if index < rest.endIndex { index = rest.index(after: index) }
+                }
+                rest = index < rest.endIndex ? rest[rest.index(after: index)...] : ""
+            } else {
+                rest = rest.drop { $0 != " " && $0 != "&" }
+            }
+        }
+        return result + rest
+    }
+}

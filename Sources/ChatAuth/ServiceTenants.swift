@@ -16,6 +16,18 @@ public struct ServiceTenants: Sendable, Hashable {
     /// No service may act for any tenant.
     public static let none = ServiceTenants(allowances: [:])
 
+    /// Each service and how many tenants it may act for, for `--print-config` ("none" when no service may).
+    public var summary: String {
+        guard !self.allowances.isEmpty else { return "none" }
+        return self.allowances.keys.sorted().map { name in
+            switch self.allowances[name] {
+            case .everyTenant: "\(name) (every tenant)"
+            case .tenants(let tenants): "\(name) (\(tenants.count) tenants)"
+            case nil: name
+            }
+        }.joined(separator: ", ")
+    }
+
     /// The allowances, by service name.
     public init(allowances: [String: Allowance]) {
         self.allowances = allowances

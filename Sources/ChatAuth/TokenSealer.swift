@@ -37,6 +37,9 @@ public struct TokenSealer: Sendable {
     public let current: Key
     private let keys: [UInt8: Key]
 
+    /// How many keys open tokens (the sealing key included).
+    public var keyCount: Int { self.keys.count }
+
     /// A sealer over `keys`; the first seals.
     public init(keys: [Key]) throws(SealError) {
         guard let first = keys.first else { throw SealError(.configuration, "no token keys") }

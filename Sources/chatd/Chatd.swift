@@ -14,13 +14,35 @@ struct Chatd: AsyncParsableCommand {
         subcommands: [Serve.self, Migrate.self],
         defaultSubcommand: Serve.self
     )
+
+    /// Parses the command line with the environment's `CHATD_` flags added (`Environment`), then runs.
+    static func main() async {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            let subcommand: any ParsableCommand.Type = arguments.first == "migrate" ? Migrate.self : Serve.self
+            arguments = try Environment.arguments(
+                arguments,
+                environment: ProcessInfo.processInfo.environment,
+                flags: Environment.flags(of: subcommand),
+                known: Set(Environment.flags(of: Serve.self).keys).union(Environment.flags(of: Migrate.self).keys)
+            )
+            var command = try Self.parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            Self.exit(withError: error)
+        }
+    }
 }
 
 /// Options every subcommand shares.
 struct CommonOptions: ParsableArguments {
     @Option(
         name: .customLong("database-url"),
-        help: "libpq connection string or URI (env CHATD_DATABASE_URL)."
+        help: "libpq connection string or URI."
     )
     var databaseURL: String?
 
@@ -30,9 +52,12 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("log-format"), help: "text, or json (one JSON object a line).")
+    var logFormat: String = "text"
+
     /// The database URL from the flag or the environment.
     func resolvedDatabaseURL() throws -> String {
-        if let url = self.databaseURL ?? ProcessInfo.processInfo.environment["CHATD_DATABASE_URL"] {
+        if let url = self.databaseURL {
             return url
         }
         throw ValidationError("no database: pass --database-url or set CHATD_DATABASE_URL")
@@ -43,10 +68,17 @@ struct CommonOptions: ParsableArguments {
         guard let level = Logger.Level(rawValue: self.logLevel) else {
             throw ValidationError("unknown --log-level \(self.logLevel)")
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch self.logFormat {
+        case "text":
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case "json":
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, logLevel: level) }
+        default:
+            throw ValidationError("--log-format is text or json, not \(self.logFormat)")
         }
         return Logger(label: "chatd")
     }

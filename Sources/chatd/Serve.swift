@@ -23,6 +23,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("listen"), help: "Address to listen on, host:port.")
     var listen: String = "127.0.0.1:7443"
 
+    @Flag(
+        name: .customLong("print-config"),
+        help: "Print the effective configuration (flags, CHATD_ variables, defaults; secrets redacted) and exit."
+    )
+    var printConfig = false
+
     @Option(
         name: .customLong("admin-listen"),
         help: "Address of the admin HTTP listener (/healthz, /readyz, /metrics), host:port; \"off\" for none."
@@ -339,6 +345,10 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let logger = try self.options.bootstrapLogging()
         let configuration = try self.appConfiguration(logger: logger)
+        if self.printConfig {
+            for line in configuration.printed { print(line) }
+            return
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
         let application = ChatApplication(configuration: configuration, group: group, logger: logger)
         defer { application.shutdown() }

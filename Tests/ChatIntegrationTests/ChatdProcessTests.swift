@@ -456,4 +456,76 @@ struct ChatdProcessTests {
         let line = shown.output.split(separator: "\n").first { $0.hasPrefix("subject=") } ?? ""
         return line.dropFirst("subject=".count).trimmingCharacters(in: .whitespaces)
     }
+
+    @Test("every flag from a CHATD_ variable (the command line wins), --print-config redacts, JSON logs parse")
+    func environmentAndPrintConfig() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-env-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
+        #expect(
+            try await runProgram(
+                "/usr/bin/openssl",
+                ["genpkey", "-algorithm", "ed25519", "-out", "\(directory)/k.pem"]
+            ).status == 0
+        )
+        let jwks = try await runProgram(
+            CLITests.chatctl,
+            ["token", "jwks", "--key", "\(directory)/k.pem", "--kid", "e"]
+        )
+        try jwks.output.write(toFile: "\(directory)/jwks.json", atomically: true, encoding: .utf8)
+        try "1 \(Data(repeating: 9, count: 32).base64EncodedString())\n".write(
+            toFile: "\(directory)/seal.keys",
+            atomically: true,
+            encoding: .utf8
+        )
+        func chatd(_ environment: String, _ arguments: String) async throws -> (status: Int32, output: String) {
+            try await runProgram("/bin/sh", ["-c", "env -i \(environment) '\(ChatdProcess.binary)' \(arguments) 2>&1"])
+        }
+        let environment = [
+            "CHATD_DATABASE_URL='postgresql://chat_app:hunter2@db.internal/chat'",
+            "CHATD_TLS_CERTIFICATE='\(tls)/server.pem'", "CHATD_TLS_KEY='\(tls)/server.key'",
+            "CHATD_AUTH_JWKS='\(directory)/jwks.json'", "CHATD_AUTH_ISSUER=env-issuer",
+            "CHATD_TOKEN_SEAL_KEYS='\(directory)/seal.keys'", "CHATD_RATE_PER_USER=7", "CHATD_LISTEN=127.0.0.1:7999",
+            "CHATD_TLS_REQUIRE_CLIENT_CERTIFICATE=false",
+        ].joined(separator: " ")
+        let printed = try await chatd(environment, "serve --print-config --listen 127.0.0.1:7000")
+        #expect(printed.status == 0, "\(printed.output)")
+        let lines = Set(printed.output.split(separator: "\n").map(String.init))
+        #expect(lines.contains("rate-per-user: 7.0"), "\(printed.output)")
+        #expect(lines.contains("auth-issuer: env-issuer"))
+        #expect(lines.contains("listen: 127.0.0.1:7000"), "the command line wins over CHATD_LISTEN")
+        #expect(lines.contains("database-url: postgresql://chat_app:***@db.internal/chat"))
+        #expect(!printed.output.contains("hunter2"), "the password is never printed")
+        #expect(!printed.output.contains(Data(repeating: 9, count: 32).base64EncodedString()))
+
+        // A variable that names no flag is an error, as a mistyped flag is; a switch takes true or false.
+        let typo = try await chatd(environment + " CHATD_RATE_PER_USERS=9", "serve --print-config")
+        #expect(
+            typo.status != 0 && typo.output.contains("CHATD_RATE_PER_USERS names no flag of chatd"),
+            "\(typo.output)"
+        )
+        let badSwitch = try await chatd(
+            environment + " CHATD_TLS_REQUIRE_CLIENT_CERTIFICATE=maybe",
+            "serve --print-config"
+        )
+        #expect(badSwitch.status != 0 && badSwitch.output.contains("is a switch"), "\(badSwitch.output)")
+
+        // JSON logs: one object a line, with the level, the message and the metadata as fields.
+        let database = try await TestDatabase.makeMigrated()
+        // One environment for serve and migrate: the variables of serve's flags do not trouble migrate.
+        let migrated = try await chatd(
+            "CHATD_DATABASE_URL='\(database.owner)' CHATD_RATE_PER_USER=7 CHATD_LISTEN=127.0.0.1:7999",
+            "migrate --log-format json"
+        )
+        #expect(migrated.status == 0, "\(migrated.output)")
+        let objects = migrated.output.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(!objects.isEmpty && objects.count == migrated.output.split(separator: "\n").count, "\(migrated.output)")
+        let done = objects.first { $0["message"] as? String == "migrations done" }
+        #expect(done?["level"] as? String == "info", "\(objects)")
+        #expect((done?["migration.present"] as? String)?.contains("6") == true, "the metadata is a field of its own")
+        #expect((done?["time"] as? String)?.hasSuffix("Z") == true)
+    }
 }
