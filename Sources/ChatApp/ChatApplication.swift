@@ -61,7 +61,7 @@ public final class ChatApplication: Sendable {
                 configuration: $0,
                 endpoints: AdminServer.Endpoints(
                     readiness: { await readiness.check() },
-                    metrics: { metrics.scrape(server: server.stats, pool: pool) }
+                    metrics: { metrics.scrape(server: server.stats, pool: pool, tls: server.currentTLS) }
                 ),
                 group: group,
                 logger: logger

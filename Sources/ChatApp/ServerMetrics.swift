@@ -1,5 +1,6 @@
 public import ChatRPC
 public import ChatStore
+public import ChatTLS
 public import Prometheus
 internal import Synchronization
 
@@ -19,6 +20,7 @@ public final class ServerMetrics: Sendable {
     private let poolSize: Gauge
     private let poolInUse: Gauge
     private let poolWaiting: Gauge
+    private let certificateExpiry: Gauge
     private let accepted: Counter
     private let refusedConnections: Counter
     private let refusedHandshakes: Counter
@@ -64,6 +66,10 @@ public final class ServerMetrics: Sendable {
             name: "chat_db_pool_waiting",
             help: "Jobs waiting for a pool connection now."
         )
+        self.certificateExpiry = registry.makeGauge(
+            name: "chat_tls_certificate_expiry_timestamp_seconds",
+            help: "When the certificate new connections get stops being valid, seconds since the epoch."
+        )
         self.accepted = registry.makeCounter(
             name: "chat_server_connections_accepted_total",
             help: "Connections accepted within the limits."
@@ -91,7 +97,8 @@ public final class ServerMetrics: Sendable {
     }
 
     /// Reads the server's and the pool's figures into the registry, then renders it in the text format.
-    public func scrape(server: ServerStats, pool: PGPool) -> String {
+    public func scrape(server: ServerStats, pool: PGPool, tls: TLSContext) -> String {
+        if let notAfter = tls.certificateNotAfter { self.certificateExpiry.set(notAfter) }
         self.connectionsOpen.set(Int64(server.openConnections))
         self.connectionsHandshaking.set(Int64(server.handshakingConnections))
         self.outboundBuffered.set(Int64(server.bufferedOutboundBytes))

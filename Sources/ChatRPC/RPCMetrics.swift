@@ -15,6 +15,8 @@ public final class RPCMetrics: Sendable {
         public static let handlingSeconds = "grpc_server_handling_seconds"
         public static let received = "grpc_server_msg_received_total"
         public static let sent = "grpc_server_msg_sent_total"
+        /// Server streams open now, by method (not a go-grpc-prometheus name: it has none).
+        public static let streamsOpen = "chat_server_streams_open"
     }
 
     private let methods: [String: MethodMetrics]
@@ -61,6 +63,8 @@ final class MethodMetrics: Sendable {
     let received: Counter
     let sent: Counter
     let handlingTime: CoreMetrics.Timer
+    /// Open calls of a server-streaming method; nil for unary ones.
+    let open: Meter?
     private let dimensions: [(String, String)]
     private let factory: any MetricsFactory
     private let handled: Mutex<[StatusCode: Counter]>
@@ -81,6 +85,13 @@ final class MethodMetrics: Sendable {
             factory: factory
         )
         self.handled = Mutex([:])
+        self.open =
+            kind == .serverStreaming
+            ? Meter(
+                label: RPCMetrics.Name.streamsOpen,
+                dimensions: [("grpc_service", service), ("grpc_method", method)],
+                factory: factory
+            ) : nil
     }
 
     /// Counts a finished call and records how long it took.

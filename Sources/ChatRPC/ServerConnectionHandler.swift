@@ -38,6 +38,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         /// The method's metrics, from the header on (unknown methods count under `unknown`).
         var metrics: MethodMetrics?
         var openedAt = ContinuousClock.now
+        /// Set once the call's end is counted (its status, or a cancel or teardown without one).
+        var ended = false
         /// The complete request, until the handler starts.
         var request: ByteBuffer?
         /// Inbound bytes this call counts against the connection's budget.
@@ -223,6 +225,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         let calls = self.calls
         self.calls = [:]
         for call in calls.values {
+            self.recordEnd(call, .cancelled)
             call.state.outputDone()
             call.task?.cancel()
             call.deadlineTimer?.cancel()
@@ -257,6 +260,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             for frame in send { self.write(frame) }
             self.scheduleFlush()
             if let call = self.calls[stream] {
+                self.recordEnd(call, .cancelled)
                 call.state.outputDone()
                 self.stats.outboundChanged(by: -self.scheduler.remove(stream))
                 call.task?.cancel()
@@ -412,6 +416,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             logger: self.logger
         )
         call.metrics?.received.increment()
+        call.metrics?.open?.increment()
         let sink = StreamSink(handler: loopBound, eventLoop: eventLoop, stream: call.stream, metrics: call.metrics)
         let executor = self.executor
         let stream = call.stream
@@ -455,12 +460,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     /// cannot go out within the stall limit (the peer reads nothing) give way to CANCEL, which frees the stream.
     private func finish(_ call: Call, status: CallStatus) {
         guard call.state.finish() else { return }
-        if let metrics = call.metrics {
-            let elapsed = ContinuousClock.now - call.openedAt
-            let nanoseconds =
-                elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
-            metrics.finished(status.code, nanoseconds: nanoseconds)
-        }
+        self.recordEnd(call, status.code)
         let payload = status.trailersPayload(maxBytes: self.machine.peer.maxHeaderSize)
         self.scheduler.finish(call.stream, trailers: payload)
         self.failWaiter(call, CancellationError())
@@ -470,6 +470,17 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             }
         }
         self.pump()
+    }
+
+    /// Counts a call's end once: by its status, or CANCELLED when the peer cancelled it or the connection ended
+    /// before a status went out.
+    private func recordEnd(_ call: Call, _ code: StatusCode) {
+        guard !call.ended, let metrics = call.metrics else { return }
+        call.ended = true
+        let elapsed = ContinuousClock.now - call.openedAt
+        let nanoseconds = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+        metrics.finished(code, nanoseconds: nanoseconds)
+        if call.state.handler != .notStarted { metrics.open?.decrement() }
     }
 
     private func trailersStalled(_ call: Call) {

@@ -235,6 +235,16 @@ public final class TLSContext: @unchecked Sendable {
         }
     }
 
+    /// When the context's own certificate (the server's) stops being valid, in seconds since the epoch; nil when it
+    /// has none.
+    public var certificateNotAfter: Int64? {
+        guard let certificate = SSL_CTX_get0_certificate(self.context), let notAfter = X509_get0_notAfter(certificate)
+        else { return nil }
+        var time = tm()
+        guard ASN1_TIME_to_tm(notAfter, &time) == 1 else { return nil }
+        return Int64(timegm(&time))
+    }
+
     deinit {
         SSL_CTX_free(self.context)
     }

@@ -339,6 +339,27 @@ struct ChatdProcessTests {
         // No tenant, user or thread id is ever a label.
         #expect(!text.contains(Fixture.tenantA) && !text.contains(threadID) && !text.contains("burst-user"))
 
+        // An open stream is counted while it runs; the client cancelling it ends it as Canceled.
+        @Sendable func scraped(_ line: String) async throws -> Bool {
+            try await httpGet(port: chatd.adminPort, "/metrics").body.split(separator: "\n").contains { $0 == line }
+        }
+        let open = #"chat_server_streams_open{grpc_service="chat.v1.LiveService",grpc_method="WatchThread"}"#
+        let watcher = Task {
+            for try await _ in try await admin.watchThread(WatchThreadRequest(threadId: threadID)) {}
+        }
+        try await waitUntil("the stream is counted open") { () async throws -> Bool in try await scraped(open + " 1.0")
+        }
+        watcher.cancel()
+        _ = await watcher.result
+        try await waitUntil("the cancelled stream is counted closed") { () async throws -> Bool in
+            try await scraped(open + " 0.0")
+        }
+        #expect(
+            try await scraped(
+                #"grpc_server_handled_total{grpc_type="server_stream",grpc_service="chat.v1.LiveService",grpc_method="WatchThread",grpc_code="Canceled"} 1"#
+            )
+        )
+
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)
         for client in [anonymous, admin, service, burst] { await client.close() }
@@ -397,6 +418,9 @@ struct ChatdProcessTests {
         let client = try chatd.client(try chatd.token(role: "tenant_admin"), group: group)
         try await chatd.waitServing(client)
         #expect(try await Self.servedSubject(chatd.port) == "CN = localhost")
+        // The development certificate is valid for 825 days.
+        let before = try #require(try await Self.certificateExpiry(chatd.adminPort))
+        #expect(before > Date().timeIntervalSince1970 + 30 * 86_400)
         let created = try await client.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "TLS"))
         let threadID = try #require(created.thread?.id)
         let stream = try await client.watchThread(WatchThreadRequest(threadId: threadID))
@@ -422,6 +446,10 @@ struct ChatdProcessTests {
         try await waitUntil("new connections get the new certificate") { () async throws -> Bool in
             try await Self.servedSubject(chatd.port) == "CN = rotated.localhost"
         }
+        // The certificate's expiry metric follows the pair new connections get: the new one is valid for 2 days.
+        let expiry = try await Self.certificateExpiry(chatd.adminPort)
+        let now = Date().timeIntervalSince1970
+        #expect(expiry.map { $0 > now + 86_400 && $0 < now + 3 * 86_400 } == true, "\(String(describing: expiry))")
         // The stream opened before the rotation goes on, on its connection of the old pair.
         _ = try await client.sendMessage(
             SendMessageRequest(threadId: threadID, body: "after the rotation", idempotencyKey: "rotation-1")
@@ -440,6 +468,13 @@ struct ChatdProcessTests {
         await client.close()
         await fresh.close()
         try await group.shutdownGracefully()
+    }
+
+    /// `chat_tls_certificate_expiry_timestamp_seconds` as scraped from the admin listener.
+    static func certificateExpiry(_ adminPort: Int) async throws -> Double? {
+        let text = try await httpGet(port: adminPort, "/metrics").body
+        let line = text.split(separator: "\n").first { $0.hasPrefix("chat_tls_certificate_expiry_timestamp_seconds ") }
+        return line.flatMap { Double($0.split(separator: " ")[1]) }
     }
 
     /// The subject of the certificate a new TLS connection to `port` is served (openssl s_client).
