@@ -27,6 +27,8 @@ public final class ChatApplication: Sendable {
     public let admin: AdminServer?
     /// What `/readyz` checks.
     public let readiness: Readiness
+    /// The retention runs' metrics (the sweeper's and RunRetentionSweep's).
+    let retentionMetrics: RetentionMetrics
     let logger: Logger
 
     /// Assembles an instance; nothing runs until `services` run (or, in tests, the server starts).
@@ -44,7 +46,9 @@ public final class ChatApplication: Sendable {
         let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
         self.pool = pool
         self.hub = hub
-        let router = Self.router(configuration, pool: pool, hub: hub)
+        let retentionMetrics = RetentionMetrics(factory: metrics.factory)
+        self.retentionMetrics = retentionMetrics
+        let router = Self.router(configuration, pool: pool, hub: hub, retentionMetrics: retentionMetrics)
         let server = ChatServer(
             configuration: configuration.server,
             router: router,
@@ -70,7 +74,12 @@ public final class ChatApplication: Sendable {
     }
 
     /// Every method of the contract, each registered by its service.
-    static func router(_ configuration: AppConfiguration, pool: PGPool, hub: LiveHub) -> Router {
+    static func router(
+        _ configuration: AppConfiguration,
+        pool: PGPool,
+        hub: LiveHub,
+        retentionMetrics: RetentionMetrics
+    ) -> Router {
         let tokens = SealedTokens(sealer: configuration.sealer)
         let window = configuration.idempotencyWindow
         var router = Router()
@@ -84,7 +93,8 @@ public final class ChatApplication: Sendable {
             live: hub,
             tokens: tokens,
             exportPageSize: configuration.exportPageSize,
-            idempotencyWindow: window
+            idempotencyWindow: window,
+            retentionMetrics: retentionMetrics
         )
         .register(in: &router)
         MethodListService.register(in: &router, serverVersion: configuration.serverVersion)
@@ -140,7 +150,8 @@ public final class ChatApplication: Sendable {
                     pool: self.pool,
                     interval: retention.interval,
                     batchSize: retention.batchSize,
-                    logger: self.logger
+                    logger: self.logger,
+                    metrics: self.retentionMetrics
                 )
             )
         }

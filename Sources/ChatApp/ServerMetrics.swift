@@ -114,6 +114,11 @@ public final class ServerMetrics: Sendable {
         return self.registry.emitToString()
     }
 
+    /// The registry in the text format, as it stands (without reading the server's and pool's figures again).
+    public func render() -> String {
+        self.registry.emitToString()
+    }
+
     private func advance(_ counter: Counter, _ key: String, to value: Int) {
         let delta = self.exported.withLock { exported -> Int in
             let delta = value - (exported[key] ?? 0)

@@ -3,6 +3,7 @@ internal import ChatDomain
 internal import ChatProto
 public import ChatRPC
 public import ChatStore
+public import CoreMetrics
 internal import Foundation
 public import Logging
 
@@ -16,6 +17,7 @@ public struct PrivacyService: Sendable {
     let exportPageSize: Int
     let tokens: SealedTokens
     let idempotency: Idempotency
+    let retentionMetrics: RetentionMetrics?
 
     /// Creates the service over a pool; `live` is told of the threads an erasure removed, so their streams end;
     /// `tokens` seals page tokens and export resume tokens; mutations keep their idempotency keys for
@@ -25,13 +27,15 @@ public struct PrivacyService: Sendable {
         live: LiveHub? = nil,
         tokens: SealedTokens,
         exportPageSize: Int = 500,
-        idempotencyWindow: Duration = Idempotency.defaultWindow
+        idempotencyWindow: Duration = Idempotency.defaultWindow,
+        retentionMetrics: RetentionMetrics? = nil
     ) {
         self.repository = PrivacyRepository(pool: pool)
         self.live = live
         self.tokens = tokens
         self.idempotency = Idempotency(pool: pool, window: idempotencyWindow)
         self.exportPageSize = exportPageSize
+        self.retentionMetrics = retentionMetrics
     }
 
     /// Registers the methods.
@@ -144,7 +148,11 @@ public struct PrivacyService: Sendable {
                     )
                 )
             }
-            let sweeper = RetentionSweeper(repository: self.repository, logger: context.logger)
+            let sweeper = RetentionSweeper(
+                repository: self.repository,
+                logger: context.logger,
+                metrics: self.retentionMetrics
+            )
             let result = try await sweeper.sweep(
                 TenantContext(principal),
                 batchSize: request.batchSize == 0 ? 1000 : Int(request.batchSize)
@@ -414,10 +422,12 @@ public struct PrivacyService: Sendable {
 public struct RetentionSweeper: Sendable {
     let repository: PrivacyRepository
     let logger: Logger
+    let metrics: RetentionMetrics?
 
-    public init(repository: PrivacyRepository, logger: Logger) {
+    public init(repository: PrivacyRepository, logger: Logger, metrics: RetentionMetrics? = nil) {
         self.repository = repository
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Sweeps the tenant of `context`.
@@ -457,8 +467,10 @@ public struct RetentionSweeper: Sendable {
             metadata["error"] = "\(outcome)"
             metadata["messages"] = "\(removed.messages)"
             self.logger.error("retention run failed", metadata: metadata)
+            self.metrics?.ran(ok: false, removed)
             throw error
         }
+        self.metrics?.ran(ok: true, removed)
         metadata["messages"] = "\(removed.messages)"
         metadata["message_edits"] = "\(removed.messageEdits)"
         metadata["outbox_payloads"] = "\(removed.outboxPayloads)"
@@ -572,5 +584,41 @@ extension RetentionPolicy {
             updatedAtUs: policy.updatedAtMicros,
             updatedBy: Actor(userId: policy.updatedBy, role: Role(stored: policy.updatedByRole))
         )
+    }
+}
+
+/// `chat_retention_runs_total` by `outcome` (`ok`, `failed`) and `chat_retention_rows_removed_total` by `store`
+/// (`messages`, `message_edits`, `outbox_payloads`): every run, the sweeper's and RunRetentionSweep's alike.
+public final class RetentionMetrics: Sendable {
+    /// The metric names, defined once.
+    public enum Name {
+        public static let runs = "chat_retention_runs_total"
+        public static let rowsRemoved = "chat_retention_rows_removed_total"
+    }
+
+    let ok: Counter
+    let failed: Counter
+    let messages: Counter
+    let messageEdits: Counter
+    let outboxPayloads: Counter
+
+    /// Metrics made by `factory`.
+    public init(factory: any MetricsFactory) {
+        self.ok = Counter(label: Name.runs, dimensions: [("outcome", "ok")], factory: factory)
+        self.failed = Counter(label: Name.runs, dimensions: [("outcome", "failed")], factory: factory)
+        self.messages = Counter(label: Name.rowsRemoved, dimensions: [("store", "messages")], factory: factory)
+        self.messageEdits = Counter(label: Name.rowsRemoved, dimensions: [("store", "message_edits")], factory: factory)
+        self.outboxPayloads = Counter(
+            label: Name.rowsRemoved,
+            dimensions: [("store", "outbox_payloads")],
+            factory: factory
+        )
+    }
+
+    func ran(ok: Bool, _ removed: RemovedRows) {
+        (ok ? self.ok : self.failed).increment()
+        self.messages.increment(by: removed.messages)
+        self.messageEdits.increment(by: removed.messageEdits)
+        self.outboxPayloads.increment(by: removed.outboxPayloads)
     }
 }

@@ -21,9 +21,9 @@ public struct RetentionScheduler: Service {
     /// The identity retention runs are recorded under.
     public static let userID = "chatd-retention"
 
-    public init(pool: PGPool, interval: Duration, batchSize: Int, logger: Logger) {
+    public init(pool: PGPool, interval: Duration, batchSize: Int, logger: Logger, metrics: RetentionMetrics? = nil) {
         self.repository = PrivacyRepository(pool: pool)
-        self.sweeper = RetentionSweeper(repository: self.repository, logger: logger)
+        self.sweeper = RetentionSweeper(repository: self.repository, logger: logger, metrics: metrics)
         self.interval = interval
         self.batchSize = batchSize
         self.logger = logger

@@ -1,3 +1,4 @@
+import ChatApp
 import ChatAuth
 import ChatClient
 import ChatDomain
@@ -357,6 +358,13 @@ struct PrivacyTests {
         for try await progress in try await admin.runRetentionSweep(.init(batchSize: 3)) { last = progress }
         #expect(
             last?.done == true && last?.skippedHeldLearners == 0 && last?.removed?.messages == UInt64(held.messages)
+        )
+        // Both runs are in the retention metrics, with what they removed.
+        let metrics = Set(harness.application.metrics.render().split(separator: "\n").map(String.init))
+        #expect(metrics.contains(#"chat_retention_runs_total{outcome="ok"} 2"#), "\(metrics.sorted())")
+        #expect(metrics.contains(#"chat_retention_runs_total{outcome="failed"} 0"#))
+        #expect(
+            metrics.contains(#"chat_retention_rows_removed_total{store="messages"} \#(free.messages + held.messages)"#)
         )
         let erased = try await admin.eraseLearnerData(.init(learnerId: Fixture.learnerA1)).receipt!
         #expect(erased.removed?.threads == 1 && erased.removed?.messages == 0)  // retention took the messages
