@@ -28,7 +28,7 @@ public final class ChatApplication: Sendable {
     /// What `/readyz` checks.
     public let readiness: Readiness
     /// The retention runs' metrics (the sweeper's and RunRetentionSweep's).
-    let retentionMetrics: RetentionMetrics
+    let retentionMetrics: RetentionMetrics?
     let logger: Logger
 
     /// Assembles an instance; nothing runs until `services` run (or, in tests, the server starts).
@@ -37,25 +37,27 @@ public final class ChatApplication: Sendable {
         self.logger = logger
         let metrics = ServerMetrics()
         self.metrics = metrics
+        // Without an admin listener nothing can scrape: the calls then pay for no metrics at all.
+        let factory: (any MetricsFactory)? = configuration.admin == nil ? nil : metrics.factory
         let pool = PGPool(
             conninfo: configuration.databaseURL,
             configuration: configuration.pool,
             logger: logger,
-            metrics: PoolMetrics(factory: metrics.factory)
+            metrics: factory.map(PoolMetrics.init(factory:))
         )
         let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
         self.pool = pool
         self.hub = hub
-        let retentionMetrics = RetentionMetrics(factory: metrics.factory)
+        let retentionMetrics = factory.map(RetentionMetrics.init(factory:))
         self.retentionMetrics = retentionMetrics
         let router = Self.router(configuration, pool: pool, hub: hub, retentionMetrics: retentionMetrics)
         let server = ChatServer(
             configuration: configuration.server,
             router: router,
-            interceptors: Self.interceptors(configuration, metrics: metrics.factory),
+            interceptors: Self.interceptors(configuration, metrics: factory),
             group: group,
             logger: logger,
-            metrics: RPCMetrics(router: router, factory: metrics.factory)
+            metrics: factory.map { RPCMetrics(router: router, factory: $0) }
         )
         self.server = server
         let readiness = Readiness(server: server, pool: pool)
@@ -78,7 +80,7 @@ public final class ChatApplication: Sendable {
         _ configuration: AppConfiguration,
         pool: PGPool,
         hub: LiveHub,
-        retentionMetrics: RetentionMetrics
+        retentionMetrics: RetentionMetrics?
     ) -> Router {
         let tokens = SealedTokens(sealer: configuration.sealer)
         let window = configuration.idempotencyWindow
@@ -103,7 +105,8 @@ public final class ChatApplication: Sendable {
 
     /// The interceptors, outermost first: who is calling (and may they), then how often, then the call's
     /// database budget.
-    static func interceptors(_ configuration: AppConfiguration, metrics: any MetricsFactory) -> [any ServerInterceptor]
+    static func interceptors(_ configuration: AppConfiguration, metrics: (any MetricsFactory)?)
+        -> [any ServerInterceptor]
     {
         [
             AuthInterceptor(

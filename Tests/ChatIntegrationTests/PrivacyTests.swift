@@ -300,7 +300,7 @@ struct PrivacyTests {
 
     @Test("a legal hold blocks erasure and retention, naming the hold; lifting it lets them run")
     func legalHolds() async throws {
-        let harness = try await ServiceHarness()
+        let harness = try await ServiceHarness(admin: true)  // metrics are kept only with a listener to read them
         let held = try await SeededLearner.seed(harness, learner: Fixture.learnerA1, threads: 1)
         let free = try await SeededLearner.seed(harness, learner: Fixture.learnerA2, threads: 1)
         let admin = try harness.client(.tenantAdmin, user: "admin-1")
