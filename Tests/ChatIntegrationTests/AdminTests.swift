@@ -75,8 +75,8 @@ struct AdminTests {
         )
         // Sixteen idle connections hold every slot; the seventeenth (accepted after them: the listen queue is in
         // order) is closed without an answer.
-        let held = try (0..<16).map { _ in try connectIdle(port: admin) }
-        let extra = try connectIdle(port: admin)
+        let held = try (0..<16).map { _ in try connectTCP(port: admin) }
+        let extra = try connectTCP(port: admin)
         #expect(try await offPool { readsEndOfStream(extra) }, "the 17th connection was served")
         close(extra)
         for fd in held { close(fd) }
@@ -86,25 +86,6 @@ struct AdminTests {
         }
         try await harness.stop()
     }
-}
-
-/// A TCP connection to 127.0.0.1:`port` that sends nothing.
-private func connectIdle(port: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-        }
-    }
-    guard connected else {
-        close(fd)
-        throw POSIXError(.ECONNREFUSED)
-    }
-    return fd
 }
 
 /// True when the peer closes `fd` (within 10 s) without sending anything.

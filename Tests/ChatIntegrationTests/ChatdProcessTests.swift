@@ -102,16 +102,7 @@ final class ChatdProcess: Sendable {
                 // info: the "listening" line names the port.
                 "--log-level", "info",
             ] + arguments
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, Self.binary, &actions, nil, &cArguments, environ)
-        guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
+        let pid = try spawnProgram(argv, log: log)
         let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
         return ChatdProcess(pid: pid, port: port, adminPort: adminPort, directory: directory, signingKey: key)
     }

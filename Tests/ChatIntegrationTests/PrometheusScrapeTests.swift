@@ -37,7 +37,7 @@ final class PrometheusServer: Sendable {
                 "--storage.tsdb.path=\(directory)/data", "--web.listen-address=127.0.0.1:\(port)",
                 "--log.level=warn",
             ]
-            let pid = try spawn(argv, log: "\(directory)/prometheus.log")
+            let pid = try spawnProgram(argv, log: "\(directory)/prometheus.log")
             // Up, or exited (its port was taken): whichever comes first.
             let deadline = ContinuousClock.now + .seconds(20)
             while ContinuousClock.now < deadline {
@@ -94,21 +94,6 @@ final class PrometheusServer: Sendable {
             return (metric, number)
         }
     }
-}
-
-/// Spawns a program with its standard output and error in `log`.
-private func spawn(_ argv: [String], log: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-    defer { cArguments.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
-    guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EINVAL) }
-    return pid
 }
 
 @Suite("Prometheus scrapes chatd (real Prometheus, real chatd)")
