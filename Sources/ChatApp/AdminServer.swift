@@ -7,8 +7,8 @@ internal import Synchronization
 
 /// The admin HTTP listener, on its own address (loopback unless configured otherwise): `GET /healthz` (the process
 /// is up), `GET /readyz` (200 or 503 with the reasons, one a line) and `GET /metrics` (Prometheus text format). It
-/// has its own small limits: a few connections at once, request heads of at most 8 KiB (NIO's HTTP parser), no
-/// request bodies, and an idle timeout.
+/// has its own small limits: a few connections at once, at most 8 KiB from a client before each answer, no request
+/// bodies, and an idle timeout.
 public final class AdminServer: Service, Sendable {
     /// Where it listens and its limits.
     public struct Configuration: Sendable {
@@ -18,6 +18,9 @@ public final class AdminServer: Service, Sendable {
         public var maxConnections: Int = 16
         /// A connection with no request for this long is closed.
         public var idleTimeout: TimeAmount = .seconds(30)
+        /// Bytes a connection may send before the answer to its request goes out (a request is a GET line and a few
+        /// headers); more and it is closed. NIO's HTTP parser sets no limit of its own.
+        public var maxRequestBytes: Int = 8 * 1024
 
         /// Listens on `host:port` (port 0: one the kernel picks).
         public init(host: String = "127.0.0.1", port: Int) {
@@ -46,6 +49,9 @@ public final class AdminServer: Service, Sendable {
         self.logger = logger
     }
 
+    /// Admin connections open now.
+    public var openConnections: Int { self.open.load(ordering: .relaxed) }
+
     /// Binds and starts answering; returns the bound port.
     @discardableResult
     public func start() async throws -> Int {
@@ -60,7 +66,14 @@ public final class AdminServer: Service, Sendable {
                     return channel.close()
                 }
                 channel.closeFuture.whenComplete { _ in self.open.subtract(1, ordering: .relaxed) }
-                return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
+                let bound = channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AdminRequestBound(maxBytes: configuration.maxRequestBytes)
+                    )
+                }
+                return bound.flatMap {
+                    channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                }.flatMap {
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
                         try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))
@@ -199,5 +212,35 @@ final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let done = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
         if !keepAlive { done.whenComplete { _ in context.close(promise: nil) } }
+    }
+}
+
+/// Below the HTTP parser: closes a connection that sends more than `maxBytes` before the answer to its request is
+/// written (each write toward the client starts the count again), so a request head cannot grow without end.
+final class AdminRequestBound: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    private let maxBytes: Int
+    private var received = 0
+
+    init(maxBytes: Int) {
+        self.maxBytes = maxBytes
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.received += self.unwrapInboundIn(data).readableBytes
+        guard self.received <= self.maxBytes else {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        self.received = 0
+        context.write(data, promise: promise)
     }
 }

@@ -23,14 +23,8 @@ public struct JWKSFileWatcher: Service {
     public func run() async throws {
         // Ends at once on graceful shutdown (not after the rest of a sleep).
         try? await cancelWhenGracefulShutdown {
-            var last = FileManager.default.contents(atPath: self.path)
-            while !Task.isCancelled {
-                try await Task.sleep(for: self.interval)
-                guard let contents = FileManager.default.contents(atPath: self.path), contents != last else {
-                    continue
-                }
-                last = contents
-                self.reload(contents)
+            try await pollFileChanges([self.path], every: self.interval) { contents in
+                if let data = contents[0] { self.reload(data) }
             }
         }
     }

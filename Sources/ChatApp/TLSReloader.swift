@@ -31,26 +31,18 @@ public struct TLSReloader: Service {
                     for await _ in signals { self.reload(because: "SIGHUP") }
                 }
                 group.addTask {
-                    var last = self.contents()
-                    while !Task.isCancelled {
-                        try await Task.sleep(for: self.interval)
-                        let now = self.contents()
-                        if now != last {
-                            last = now
-                            self.reload(because: "the files changed")
-                        }
+                    let paths = [
+                        self.configuration.certificatePath, self.configuration.privateKeyPath,
+                        self.configuration.trustRootsPath,
+                    ].compactMap { $0 }
+                    try await pollFileChanges(paths, every: self.interval) { _ in
+                        self.reload(because: "the files changed")
                     }
                 }
                 try await group.next()
                 group.cancelAll()
             }
         }
-    }
-
-    /// The certificate's, the key's and the client CA's bytes.
-    func contents() -> [Data?] {
-        [self.configuration.certificatePath, self.configuration.privateKeyPath, self.configuration.trustRootsPath]
-            .map { $0.flatMap { FileManager.default.contents(atPath: $0) } }
     }
 
     /// Loads the files into a new context and gives it to the server.

@@ -195,17 +195,19 @@ public final class ChatClient: Sendable {
     private func connection() async throws -> ChatConnection {
         // A connection the server closes before any call went out on it (it went idle or drained while this
         // machine was slow) is replaced; a few times at most.
-        for _ in 1..<3 {
+        var attempts = 0
+        while true {
             do {
                 return try await self.usableConnection()
             } catch is ChatConnection.ClosedBeforeUse {
-                continue
+                attempts += 1
+                guard attempts < 3 else {
+                    throw RPCError(
+                        .unavailable,
+                        "\(self.host):\(self.port) closed the connection before its first call"
+                    )
+                }
             }
-        }
-        do {
-            return try await self.usableConnection()
-        } catch is ChatConnection.ClosedBeforeUse {
-            throw RPCError(.unavailable, "\(self.host):\(self.port) closed the connection before its first call")
         }
     }
 

@@ -19,12 +19,13 @@ struct Chatd: AsyncParsableCommand {
     static func main() async {
         var arguments = Array(CommandLine.arguments.dropFirst())
         do {
-            let subcommand: any ParsableCommand.Type = arguments.first == "migrate" ? Migrate.self : Serve.self
+            let serve = Environment.flags(of: Serve.self)
+            let migrate = Environment.flags(of: Migrate.self)
             arguments = try Environment.arguments(
                 arguments,
                 environment: ProcessInfo.processInfo.environment,
-                flags: Environment.flags(of: subcommand),
-                known: Set(Environment.flags(of: Serve.self).keys).union(Environment.flags(of: Migrate.self).keys)
+                flags: arguments.first == "migrate" ? migrate : serve,
+                known: Set(serve.keys).union(migrate.keys)
             )
             var command = try Self.parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {

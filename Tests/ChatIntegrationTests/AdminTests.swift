@@ -1,3 +1,4 @@
+import ChatApp
 import ChatRPC
 import ChatStoreTestSupport
 import ChatTestSupport
@@ -61,7 +62,9 @@ struct AdminTests {
         try await harness.stop()
     }
 
-    @Test("the admin listener's limits: GET only, no bodies, at most 16 connections (the 17th is closed at once)")
+    @Test(
+        "the admin listener's limits: GET only, no bodies, 8 KiB a request, at most 16 connections (the 17th is closed at once)"
+    )
     func limits() async throws {
         let harness = try await ServiceHarness(admin: true)
         let admin = try #require(harness.adminPort)
@@ -73,9 +76,11 @@ struct AdminTests {
             try await httpExchange(port: admin, "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
                 .status == 413
         )
-        // Sixteen idle connections hold every slot; the seventeenth (accepted after them: the listen queue is in
-        // order) is closed without an answer.
+        // Sixteen idle connections hold every slot; the seventeenth is closed without an answer.
+        let server = try #require(harness.application.admin)
+        try await waitUntil("the refused requests' connections are closed") { server.openConnections == 0 }
         let held = try (0..<16).map { _ in try connectTCP(port: admin) }
+        try await waitUntil("the sixteen are admitted") { server.openConnections == 16 }
         let extra = try connectTCP(port: admin)
         #expect(try await offPool { readsEndOfStream(extra) }, "the 17th connection was served")
         close(extra)
@@ -84,14 +89,23 @@ struct AdminTests {
         try await waitUntil("a slot is free again") { () async throws -> Bool in
             (try? await httpGet(port: admin, "/healthz").status) == 200
         }
+        try await waitUntil("every slot is free") { server.openConnections == 0 }
+        // A request head that never ends is cut off once it passes 8 KiB: the connection closes unanswered.
+        let endless = try connectTCP(port: admin)
+        let head = Array(("GET /metrics HTTP/1.1\r\nX-Filler: " + String(repeating: "a", count: 16 * 1024)).utf8)
+        #expect(head.withUnsafeBytes { send(endless, $0.baseAddress, $0.count, 0) } == head.count)
+        #expect(try await offPool { readsEndOfStream(endless) }, "a 16 KiB request head was held")
+        close(endless)
         try await harness.stop()
     }
 }
 
-/// True when the peer closes `fd` (within 10 s) without sending anything.
+/// True when the peer closes `fd` (within 10 s) without sending anything: an orderly end, or a reset (a server
+/// that closes a socket with unread bytes in it resets the connection).
 private func readsEndOfStream(_ fd: Int32) -> Bool {
     var timeout = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var byte: UInt8 = 0
-    return recv(fd, &byte, 1, 0) == 0
+    let received = recv(fd, &byte, 1, 0)
+    return received == 0 || (received < 0 && errno == ECONNRESET)
 }

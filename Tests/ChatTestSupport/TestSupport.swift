@@ -144,32 +144,30 @@ public func httpExchange(port: Int, _ request: String) async throws -> (status: 
 
 /// `httpExchange`, blocking the calling thread.
 public func httpExchangeBlocking(port: Int, _ request: String) throws -> (status: Int, body: String) {
-    do {
-        let fd = try connectTCP(port: port)
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let request = Array(request.utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
-            throw POSIXError(.EPIPE)
-        }
-        var response: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count <= 0 { break }
-            response.append(contentsOf: chunk[0..<count])
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n"),
-            let status = Int(text.split(separator: " ", maxSplits: 2).dropFirst().first ?? "")
-        else {
-            throw POSIXError(.EBADMSG)
-        }
-        let headers = text[..<split.lowerBound].lowercased()
-        let body = String(text[split.upperBound...])
-        return (status, headers.contains("transfer-encoding: chunked") ? dechunk(body) : body)
+    let fd = try connectTCP(port: port)
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let request = Array(request.utf8)
+    guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+        throw POSIXError(.EPIPE)
     }
+    var response: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if count <= 0 { break }
+        response.append(contentsOf: chunk[0..<count])
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let split = text.range(of: "\r\n\r\n"),
+        let status = Int(text.split(separator: " ", maxSplits: 2).dropFirst().first ?? "")
+    else {
+        throw POSIXError(.EBADMSG)
+    }
+    let headers = text[..<split.lowerBound].lowercased()
+    let body = String(text[split.upperBound...])
+    return (status, headers.contains("transfer-encoding: chunked") ? dechunk(body) : body)
 }
 
 /// The body of a chunked HTTP/1.1 response: each chunk's size line dropped.
