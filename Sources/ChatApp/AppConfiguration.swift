@@ -6,6 +6,7 @@ public import ChatTLS
 internal import ChatWire
 internal import Foundation
 internal import NIOCore
+public import ServiceLifecycle
 
 /// Everything that decides how one chatd instance is assembled, as one value: `chatd serve` builds it from its
 /// flags, the tests from their fixtures, and `ChatApplication` assembles the same server from either.
@@ -48,6 +49,29 @@ public struct AppConfiguration: Sendable {
     public var serverVersion: String
     /// The admin HTTP listener (`/healthz`, `/readyz`, `/metrics`); nil for none.
     public var admin: AdminServer.Configuration?
+    /// Tracing of calls and their database round trips, and the export of the spans; nil for none (calls then
+    /// make no spans; their log lines still carry the caller's trace id).
+    public var tracing: Tracing?
+
+    /// What traces calls and where the spans go.
+    public struct Tracing: Sendable {
+        /// The tracer of the server spans and of the database round trips under them.
+        public var calls: CallTracing
+        /// Batches and sends the spans; it starts first and stops last, so that the last calls' spans still go.
+        public var exporter: any Service
+        /// Where the spans go, for `--print-config`.
+        public var destination: String
+        /// The fraction of new traces recorded, for `--print-config`.
+        public var sampleRatio: Double
+
+        /// Creates a tracing setup.
+        public init(calls: CallTracing, exporter: any Service, destination: String, sampleRatio: Double) {
+            self.calls = calls
+            self.exporter = exporter
+            self.destination = destination
+            self.sampleRatio = sampleRatio
+        }
+    }
 
     /// The retention sweeper's schedule.
     public struct Retention: Sendable {
@@ -89,6 +113,7 @@ public struct AppConfiguration: Sendable {
         self.retention = Retention(interval: .seconds(3600))
         self.serverVersion = chatdVersion
         self.admin = AdminServer.Configuration(host: "127.0.0.1", port: 9464)
+        self.tracing = nil
     }
 }
 
@@ -110,6 +135,8 @@ extension AppConfiguration {
         var lines = [
             "listen: \(server.host):\(server.port)",
             "admin-listen: \(self.admin.map { "\($0.host):\($0.port)" } ?? "off")",
+            "otlp-traces-endpoint: \(self.tracing?.destination ?? "off")",
+            "trace-sample-ratio: \(self.tracing.map { "\($0.sampleRatio)" } ?? "off")",
             "database-url: \(Self.redacted(self.databaseURL))",
             "pool-size: \(self.pool.size)",
             "db-max-queued: \(self.pool.maxQueued)",

@@ -43,7 +43,8 @@ public final class ChatApplication: Sendable {
             conninfo: configuration.databaseURL,
             configuration: configuration.pool,
             logger: logger,
-            metrics: factory.map(PoolMetrics.init(factory:))
+            metrics: factory.map(PoolMetrics.init(factory:)),
+            tracer: configuration.tracing?.calls.tracer
         )
         let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
         self.pool = pool
@@ -51,8 +52,10 @@ public final class ChatApplication: Sendable {
         let retentionMetrics = factory.map(RetentionMetrics.init(factory:))
         self.retentionMetrics = retentionMetrics
         let router = Self.router(configuration, pool: pool, hub: hub, retentionMetrics: retentionMetrics)
+        var serverConfiguration = configuration.server
+        serverConfiguration.tracing = configuration.tracing?.calls
         let server = ChatServer(
-            configuration: configuration.server,
+            configuration: serverConfiguration,
             router: router,
             interceptors: Self.interceptors(configuration, metrics: factory),
             group: group,
@@ -119,11 +122,13 @@ public final class ChatApplication: Sendable {
         ]
     }
 
-    /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the database
-    /// probe, the admin listener, the hub before the server (so it stops after it, and draining streams still get woken), the server,
+    /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the span
+    /// exporter when tracing (last to stop: the last calls' spans still go), the database probe, the admin listener, the hub before the server (so it stops after it, and draining streams still get woken), the server,
     /// the JWKS file watcher, the TLS reloader and the retention sweeper when configured.
     public var services: [any Service] {
-        var services: [any Service] = [DatabaseProbe(pool: self.pool, logger: self.logger)]
+        var services: [any Service] = []
+        if let tracing = self.configuration.tracing { services.append(tracing.exporter) }
+        services.append(DatabaseProbe(pool: self.pool, logger: self.logger))
         // The admin listener stops after the server, so that /readyz says "draining" while the server drains.
         if let admin = self.admin { services.append(admin) }
         services += [self.hub, self.server]

@@ -16,18 +16,23 @@ public struct CallOptions: Sendable {
     public var idempotencyKey: [UInt8]
     /// Extra metadata.
     public var metadata: [MetadataEntry]
+    /// The caller's span (W3C trace context: a 16-byte trace id, an 8-byte span id, the flags), which the call's
+    /// server span becomes a child of; nil for none.
+    public var trace: TraceContext?
 
     /// Creates options.
     public init(
         timeout: Duration? = nil,
         authorization: String? = nil,
         idempotencyKey: [UInt8] = [],
-        metadata: [MetadataEntry] = []
+        metadata: [MetadataEntry] = [],
+        trace: TraceContext? = nil
     ) {
         self.timeout = timeout
         self.authorization = authorization
         self.idempotencyKey = idempotencyKey
         self.metadata = metadata
+        self.trace = trace
     }
 }
 
@@ -246,6 +251,7 @@ public final class ChatClient: Sendable {
         header.idempotencyKey = options.idempotencyKey
         header.attempt = attempt
         header.metadata = options.metadata
+        header.trace = options.trace
         return header
     }
 

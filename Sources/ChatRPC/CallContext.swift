@@ -3,12 +3,14 @@ public import ChatProto
 public import Logging
 
 /// The log metadata keys chatd writes, defined once: every line inside a call carries `call.id` and `rpc.method`,
-/// and `tenant.id` once the caller is authenticated.
+/// `trace.id` when the call is part of a trace, and `tenant.id` once the caller is authenticated.
 public enum LogKey {
     /// The server's number for the call (also in the message of INTERNAL errors).
     public static let callID = "call.id"
     /// `/chat.v1.Service/Method`.
     public static let method = "rpc.method"
+    /// The W3C trace id (32 hex digits): the caller's, or the one the call's server span started.
+    public static let traceID = "trace.id"
     /// The tenant the caller acts for.
     public static let tenant = "tenant.id"
     /// The service principal's name, where a line is about one.
@@ -30,6 +32,10 @@ public struct CallContext: Sendable {
     public let peerIdentity: String?
     /// When the call must be done; nil for none.
     public let deadline: ContinuousClock.Instant?
+    /// The caller's trace context, checked; nil when the header has none.
+    public let trace: CallTrace?
+    /// The trace id in the call's log lines: the server span's when the call is traced, else the caller's.
+    public var traceID: String?
     /// Who is calling, once the authentication interceptor has verified it; nil for public methods.
     public var principal: Principal?
     /// The tenant the caller acts for, once authenticated.
@@ -42,6 +48,7 @@ public struct CallContext: Sendable {
             var logger = self.baseLogger
             logger[metadataKey: LogKey.callID] = .stringConvertible(self.callID)
             logger[metadataKey: LogKey.method] = .string(self.method)
+            if let traceID = self.traceID { logger[metadataKey: LogKey.traceID] = .string(traceID) }
             if let tenantID = self.tenantID { logger[metadataKey: LogKey.tenant] = .string(tenantID) }
             return logger
         }
@@ -56,6 +63,7 @@ public struct CallContext: Sendable {
         header: CallHeader,
         peerIdentity: String?,
         deadline: ContinuousClock.Instant?,
+        trace: CallTrace? = nil,
         logger: Logger,
         principal: Principal? = nil
     ) {
@@ -64,6 +72,8 @@ public struct CallContext: Sendable {
         self.header = header
         self.peerIdentity = peerIdentity
         self.deadline = deadline
+        self.trace = trace
+        self.traceID = trace?.traceIDHex
         self.baseLogger = logger
         self.principal = principal
     }

@@ -2,6 +2,7 @@ internal import ChatProto
 internal import Logging
 internal import NIOCore
 internal import Synchronization
+internal import Tracing
 
 /// Runs calls: the interceptor chain, composed once per server, then the method's handler; and maps whatever a
 /// handler throws to the status the caller sees. Transport-free: the connection handler gives it a request and a
@@ -10,8 +11,11 @@ struct CallExecutor: Sendable {
     typealias Body = @Sendable (CallContext) async throws -> Void
     /// The interceptors wrapped around a body, outermost first.
     private let chain: @Sendable (CallContext, @escaping Body) async throws -> Void
+    /// Makes a server span per call; nil: calls are not traced.
+    private let tracing: CallTracing?
 
-    init(interceptors: [any ServerInterceptor]) {
+    init(interceptors: [any ServerInterceptor], tracing: CallTracing? = nil) {
+        self.tracing = tracing
         var chain: @Sendable (CallContext, @escaping Body) async throws -> Void = { context, body in
             try await body(context)
         }
@@ -28,6 +32,43 @@ struct CallExecutor: Sendable {
     /// limit, authentication, authorization, ...) the handler never ran, and the status says so: `not_processed`,
     /// whatever the interceptor threw.
     func run(
+        _ method: MethodHandler,
+        request: ByteBuffer,
+        context: CallContext,
+        sink: any ResponseSink
+    ) async -> CallStatus {
+        guard let tracing = self.tracing else {
+            return await self.runCall(method, request: request, context: context, sink: sink)
+        }
+        // The server span: a child of the caller's span, the parent of the call's database round trips (the pool
+        // reads it from the task's context), and the trace id of the call's log lines.
+        let path = context.method.dropFirst()
+        let span = tracing.tracer.startSpan(
+            String(path),
+            context: tracing.parentContext(context.trace),
+            ofKind: .server
+        )
+        span.attributes["rpc.system"] = "chat"
+        if let slash = path.firstIndex(of: "/") {
+            span.attributes["rpc.service"] = String(path[..<slash])
+            span.attributes["rpc.method"] = String(path[path.index(after: slash)...])
+        }
+        var context = context
+        context.traceID = tracing.traceID(span.context) ?? context.traceID
+        let spanContext = span.context
+        let status = await ServiceContext.withValue(spanContext) { [context] in
+            await self.runCall(method, request: request, context: context, sink: sink)
+        }
+        span.attributes["rpc.grpc.status_code"] = Int(status.code.rawValue)
+        if status.code != .ok {
+            span.attributes["error.type"] = status.code.name ?? "\(status.code.rawValue)"
+            span.setStatus(SpanStatus(code: .error))
+        }
+        span.end()
+        return status
+    }
+
+    private func runCall(
         _ method: MethodHandler,
         request: ByteBuffer,
         context: CallContext,

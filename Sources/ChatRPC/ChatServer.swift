@@ -47,6 +47,8 @@ public final class ChatServer: Service, Sendable {
         /// NIO's write-buffer water marks: above `high` bytes not yet written to the socket the channel is not
         /// writable and no DATA is queued to it until it is back under `low`.
         public var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+        /// Makes a server span per call (and, through the pool, one per database round trip); nil: no tracing.
+        public var tracing: CallTracing?
 
         /// chatd's defaults: `init` applies them, and the command line shows them as its flags' defaults.
         public enum Defaults {
@@ -118,7 +120,7 @@ public final class ChatServer: Service, Sendable {
     ) {
         self.configuration = configuration
         self.router = router
-        self.executor = CallExecutor(interceptors: interceptors)
+        self.executor = CallExecutor(interceptors: interceptors, tracing: configuration.tracing)
         self.group = group
         self.logger = logger
         self.metrics = metrics

@@ -35,6 +35,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         var deframer: MessageDeframer
         var method: MethodHandler?
         var header = CallHeader()
+        /// The header's trace context, checked.
+        var trace: CallTrace?
         /// The method's metrics, from the header on (unknown methods count under `unknown`).
         var metrics: MethodMetrics?
         var openedAt = ContinuousClock.now
@@ -308,6 +310,14 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.finish(call, status: error.callStatus)
             return
         }
+        do {
+            call.trace = try CallTrace(call.header)
+        } catch {
+            var error = error
+            error.notProcessed = true
+            self.finish(call, status: error.callStatus)
+            return
+        }
         call.method = method
         if call.header.timeoutUs > 0 {
             let timeout = TimeAmount.microseconds(Int64(min(call.header.timeoutUs, 3_600_000_000)))
@@ -413,6 +423,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             header: call.header,
             peerIdentity: self.peerIdentity,
             deadline: deadline,
+            trace: call.trace,
             logger: self.logger
         )
         call.metrics?.received.increment()

@@ -17,6 +17,8 @@ public final class PGConnection {
     /// The statement timeout (milliseconds) that transactions on this connection install for the call running now,
     /// set by the pool before each job from the call's deadline; nil for none.
     public internal(set) var statementTimeoutMilliseconds: Int?
+    /// The call span this job's round trips are traced under, set by the pool for one job; nil: not traced.
+    var roundTripTrace: RoundTripTrace?
 
     /// Opens a connection.
     ///
@@ -110,6 +112,11 @@ public final class PGConnection {
     /// - Throws: `StorageError` with the SQLSTATE when the server rejects the statement.
     @discardableResult
     public func query(_ sql: SQL) throws(StorageError) -> PGResult {
+        guard let trace = self.roundTripTrace else { return try self.sendQuery(sql) }
+        return try trace.traced([sql]) { () throws(StorageError) in try self.sendQuery(sql) }
+    }
+
+    private func sendQuery(_ sql: SQL) throws(StorageError) -> PGResult {
         let handle = try self.liveHandle()
         let result = withCStrings(sql.binds) { values in
             PQexecParams(handle, sql.text, Int32(sql.binds.count), nil, values, nil, nil, 0)
@@ -136,6 +143,11 @@ public final class PGConnection {
     /// - Throws: the first statement's error (with its SQLSTATE) when one fails.
     @discardableResult
     public func pipeline(_ statements: [SQL]) throws(StorageError) -> [PGResult] {
+        guard let trace = self.roundTripTrace else { return try self.sendPipeline(statements) }
+        return try trace.traced(statements) { () throws(StorageError) in try self.sendPipeline(statements) }
+    }
+
+    private func sendPipeline(_ statements: [SQL]) throws(StorageError) -> [PGResult] {
         let handle = try self.liveHandle()
         guard PQenterPipelineMode(handle) == 1 else {
             throw self.connectionError(handle, "cannot enter pipeline mode")

@@ -3,6 +3,7 @@ internal import DequeModule
 internal import Foundation
 public import Logging
 internal import Synchronization
+public import Tracing
 
 /// A fixed pool of libpq connections, each owned by a thread of its own, so that blocking libpq calls never run on
 /// an event loop or on the cooperative thread pool.
@@ -55,6 +56,8 @@ public final class PGPool: @unchecked Sendable {
         /// The call's deadline, bounding its statements.
         let callDeadline: ContinuousClock.Instant?
         let activity: DatabaseBudget.Activity?
+        /// The caller's span, which the job's round trips are traced under; nil when not tracing.
+        let trace: RoundTripTrace?
         /// Runs the work with the connection (or the error that prevented opening one) and returns what resumes
         /// the caller; `fail` resumes it without running.
         let run: (Result<PGConnection, StorageError>) -> () -> Void
@@ -73,6 +76,7 @@ public final class PGPool: @unchecked Sendable {
             admissionDeadline: ContinuousClock.Instant,
             callDeadline: ContinuousClock.Instant?,
             activity: DatabaseBudget.Activity?,
+            trace: RoundTripTrace?,
             run: @escaping (Result<PGConnection, StorageError>) -> () -> Void,
             fail: @escaping (any Error) -> Void
         ) {
@@ -80,6 +84,7 @@ public final class PGPool: @unchecked Sendable {
             self.admissionDeadline = admissionDeadline
             self.callDeadline = callDeadline
             self.activity = activity
+            self.trace = trace
             self.run = run
             self.fail = fail
         }
@@ -106,6 +111,8 @@ public final class PGPool: @unchecked Sendable {
     /// The bounds.
     public let configuration: Configuration
     private let metrics: PoolMetrics?
+    /// Traces each round trip of a job whose caller runs inside a span; nil: none are.
+    private let tracer: (any Tracer)?
     /// The number of connections.
     public var size: Int { self.configuration.size }
 
@@ -116,13 +123,21 @@ public final class PGPool: @unchecked Sendable {
     ///   - configuration: the size and the bounds.
     ///   - logger: where connection events are logged.
     ///   - metrics: where waits and errors are counted; nil for nowhere.
-    public init(conninfo: String, configuration: Configuration, logger: Logger, metrics: PoolMetrics? = nil) {
+    ///   - tracer: makes a client span per round trip of a caller inside a span (a traced call); nil for none.
+    public init(
+        conninfo: String,
+        configuration: Configuration,
+        logger: Logger,
+        metrics: PoolMetrics? = nil,
+        tracer: (any Tracer)? = nil
+    ) {
         precondition(configuration.size > 0, "a pool needs at least one connection")
         precondition(configuration.maxQueued >= 0, "the queue bound cannot be negative")
         self.conninfo = conninfo
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
+        self.tracer = tracer
         for index in 0..<configuration.size {
             let thread = Thread { [self] in self.workerLoop(index: index) }
             thread.name = "chat-pg-\(index)"
@@ -183,6 +198,9 @@ public final class PGPool: @unchecked Sendable {
             self.nextID += 1
             return self.nextID
         }
+        let trace = self.tracer.flatMap { tracer in
+            ServiceContext.current.map { RoundTripTrace(tracer: tracer, context: $0) }
+        }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Value, any Error>) in
                 let job = Job(
@@ -190,6 +208,7 @@ public final class PGPool: @unchecked Sendable {
                     admissionDeadline: admission,
                     callDeadline: callDeadline,
                     activity: budget?.activity,
+                    trace: trace,
                     run: { [metrics] connection in
                         metrics?.waited(.now - now)
                         let outcome = Result { try work(connection.get()) }
@@ -328,8 +347,10 @@ public final class PGPool: @unchecked Sendable {
                 return self.reaperTarget.map { statementDeadline.advanced(by: .milliseconds(200)) < $0 } ?? true
             }
             if wakeReaper { self.wakeReaper() }
+            current.roundTripTrace = job.trace
             let resume = job.run(.success(current))
             current.statementTimeoutMilliseconds = nil
+            current.roundTripTrace = nil
             // Out of `running` before the next job: the reaper never cancels a statement of another call.
             self.condition.lock()
             self.running[job.id] = nil

@@ -6,6 +6,7 @@ import ChatRPC
 import ChatServices
 import ChatStore
 import ChatTLS
+import ChatTelemetry
 import ChatWire
 import Foundation
 import Logging
@@ -34,6 +35,18 @@ struct Serve: AsyncParsableCommand {
         help: "Address of the admin HTTP listener (/healthz, /readyz, /metrics), host:port; \"off\" for none."
     )
     var adminListen: String = "127.0.0.1:9464"
+
+    @Option(
+        name: .customLong("otlp-traces-endpoint"),
+        help: "URL spans are posted to over OTLP/HTTP, e.g. http://collector:4318/v1/traces; none: no tracing."
+    )
+    var otlpTracesEndpoint: String?
+
+    @Option(
+        name: .customLong("trace-sample-ratio"),
+        help: "Fraction (0 to 1) of new traces recorded; a caller's sampled flag decides for the traces it started."
+    )
+    var traceSampleRatio: Double = 1
 
     @Option(name: .customLong("tls-certificate"), help: "PEM certificate chain of the server.")
     var certificate: String
@@ -326,6 +339,20 @@ struct Serve: AsyncParsableCommand {
         } else {
             let (adminHost, adminPort) = try Self.hostAndPort(self.adminListen, "--admin-listen")
             configuration.admin = AdminServer.Configuration(host: adminHost, port: adminPort)
+        }
+        guard (0...1).contains(self.traceSampleRatio) else { throw ValidationError("--trace-sample-ratio is 0 to 1") }
+        if let endpoint = self.otlpTracesEndpoint {
+            guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") else {
+                throw ValidationError("--otlp-traces-endpoint must be an http:// or https:// URL, not \(endpoint)")
+            }
+            let settings = OTLPTracing.Settings(endpoint: endpoint, sampleRatio: self.traceSampleRatio)
+            let (calls, exporter) = try OTLPTracing.make(settings, logger: logger)
+            configuration.tracing = AppConfiguration.Tracing(
+                calls: calls,
+                exporter: exporter,
+                destination: endpoint,
+                sampleRatio: self.traceSampleRatio
+            )
         }
         return configuration
     }

@@ -1,0 +1,157 @@
+import ChatClient
+import ChatProto
+import ChatRPCCore
+import ChatStoreTestSupport
+import ChatTestSupport
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// One span as the test's OTLP receiver (Tests/Tools/otlp_receiver.py) decoded it with the official OTLP protobuf
+/// definitions.
+private struct ReceivedSpan: Decodable {
+    let service: String?
+    let traceID: String
+    let spanID: String
+    let parentSpanID: String
+    let name: String
+    /// OTLP's SpanKind: 2 server, 3 client.
+    let kind: Int
+    /// OTLP's StatusCode: 0 unset, 1 ok, 2 error.
+    let status: Int
+    let attributes: [String: Attribute]
+
+    enum Attribute: Decodable, Equatable {
+        case string(String)
+        case int(Int)
+        case other
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let value = try? container.decode(Int.self) {
+                self = .int(value)
+            } else if let value = try? container.decode(String.self) {
+                self = .string(value)
+            } else {
+                self = .other
+            }
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case service, name, kind, status, attributes
+        case traceID = "trace_id"
+        case spanID = "span_id"
+        case parentSpanID = "parent_span_id"
+    }
+}
+
+/// A real OTLP/HTTP receiver, started as a process; what it decoded, line by line.
+private final class OTLPReceiver: Sendable {
+    let pid: pid_t
+    let output: String
+    let port: Int
+
+    static func start() async throws -> OTLPReceiver {
+        let python = try #require(
+            ProcessInfo.processInfo.environment["CHAT_TEST_PYTHON"],
+            "scripts/test sets CHAT_TEST_PYTHON (a virtualenv with opentelemetry-proto)"
+        )
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Tools/otlp_receiver.py").path
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("otlp-\(UUID()).jsonl").path
+        let pid = try spawnProgram([python, script], log: output)
+        @Sendable func port() -> Int? {
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            guard let first = text.split(separator: "\n").first,
+                let object = try? JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Int]
+            else { return nil }
+            return object["port"]
+        }
+        do {
+            try await waitUntil("the OTLP receiver listens") { port() != nil }
+        } catch {
+            kill(pid, SIGKILL)
+            throw error
+        }
+        return OTLPReceiver(pid: pid, output: output, port: port()!)
+    }
+
+    private init(pid: pid_t, output: String, port: Int) {
+        self.pid = pid
+        self.output = output
+        self.port = port
+    }
+
+    deinit {
+        kill(self.pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(self.pid, &status, 0)
+        try? FileManager.default.removeItem(atPath: self.output)
+    }
+
+    /// Every line after the port: spans, and any request it could not decode (as `error` lines).
+    var lines: [String] {
+        let text = (try? String(contentsOfFile: self.output, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").dropFirst().map(String.init)
+    }
+
+    var spans: [ReceivedSpan] {
+        self.lines.compactMap { try? JSONDecoder().decode(ReceivedSpan.self, from: Data($0.utf8)) }
+    }
+}
+
+@Suite("Tracing exported over OTLP/HTTP to a real receiver", .serialized)
+struct TracingExportTests {
+    @Test("the caller's span is the server span's parent, a span per database round trip, the trace id in the logs")
+    func exportedSpans() async throws {
+        let receiver = try await OTLPReceiver.start()
+        let chatd = try await ChatdProcess.start(arguments: [
+            "--otlp-traces-endpoint", "http://127.0.0.1:\(receiver.port)/v1/traces",
+        ])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = try chatd.client(try chatd.token(role: "tenant_admin"), group: group)
+        try await chatd.waitServing(client)
+
+        let traceID: [UInt8] = (0..<16).map { UInt8(0x40 + $0) }
+        let callerSpan: [UInt8] = [0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7]
+        let traced = CallOptions(trace: TraceContext(traceId: traceID, spanId: callerSpan, flags: 1))
+        _ = try await client.placeLegalHold(
+            PlaceLegalHoldRequest(learnerId: Fixture.learnerA1, reason: "traced"),
+            options: traced
+        )
+        // SIGTERM: the exporter sends what it holds before chatd exits (no waiting for its 5 s batch delay).
+        await client.close()
+        kill(chatd.pid, SIGTERM)
+        #expect(try await chatd.wait() == 0)
+        try await group.shutdownGracefully()
+
+        let traceHex = traceID.map { String(format: "%02x", $0) }.joined()
+        #expect(!receiver.lines.contains { $0.contains("\"error\"") }, "\(receiver.lines)")
+        let spans = receiver.spans.filter { $0.traceID == traceHex }
+        let server = try #require(
+            spans.first { $0.name == "chat.v1.PrivacyService/PlaceLegalHold" },
+            "\(receiver.lines)"
+        )
+        #expect(server.service == "chatd")
+        #expect(server.kind == 2)
+        #expect(server.parentSpanID == "c0c1c2c3c4c5c6c7", "the caller's span is the parent")
+        #expect(server.attributes["rpc.system"] == .string("chat"))
+        #expect(server.attributes["rpc.method"] == .string("PlaceLegalHold"))
+        #expect(server.attributes["rpc.grpc.status_code"] == .int(0))
+        let database = spans.filter { $0.parentSpanID == server.spanID }
+        #expect(!database.isEmpty, "\(receiver.lines)")
+        for span in database {
+            #expect(span.kind == 3 && span.attributes["db.system.name"] == .string("postgresql"), "\(span)")
+        }
+        // The hold's INSERT went in one of them (its transaction's statements, values bound, never in the text).
+        #expect(database.contains { ($0.attributes["db.query.text"].map { "\($0)" } ?? "").contains("INSERT") })
+        #expect(spans.allSatisfy { $0.spanID == server.spanID || $0.parentSpanID == server.spanID })
+
+        // The call's log line carries the trace id.
+        let log = try String(contentsOfFile: chatd.log, encoding: .utf8)
+        let line = try #require(log.split(separator: "\n").first { $0.contains("legal hold placed") })
+        #expect(line.contains("trace.id=\(traceHex)"), "\(line)")
+    }
+}
