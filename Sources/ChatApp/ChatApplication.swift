@@ -46,12 +46,19 @@ public final class ChatApplication: Sendable {
             metrics: factory.map(PoolMetrics.init(factory:)),
             tracer: configuration.tracing?.calls.tracer
         )
-        let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger)
+        let liveMetrics = factory.map(LiveMetrics.init(factory:))
+        let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger, metrics: liveMetrics)
         self.pool = pool
         self.hub = hub
         let retentionMetrics = factory.map(RetentionMetrics.init(factory:))
         self.retentionMetrics = retentionMetrics
-        let router = Self.router(configuration, pool: pool, hub: hub, retentionMetrics: retentionMetrics)
+        let router = Self.router(
+            configuration,
+            pool: pool,
+            hub: hub,
+            retentionMetrics: retentionMetrics,
+            liveMetrics: liveMetrics
+        )
         var serverConfiguration = configuration.server
         serverConfiguration.tracing = configuration.tracing?.calls
         let server = ChatServer(
@@ -83,7 +90,8 @@ public final class ChatApplication: Sendable {
         _ configuration: AppConfiguration,
         pool: PGPool,
         hub: LiveHub,
-        retentionMetrics: RetentionMetrics?
+        retentionMetrics: RetentionMetrics?,
+        liveMetrics: LiveMetrics?
     ) -> Router {
         let tokens = SealedTokens(sealer: configuration.sealer)
         let window = configuration.idempotencyWindow
@@ -92,7 +100,8 @@ public final class ChatApplication: Sendable {
             .register(in: &router)
         ThreadService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
         MessageService(pool: pool, live: hub, tokens: tokens, idempotencyWindow: window).register(in: &router)
-        LiveService(pool: pool, hub: hub, tokens: tokens, configuration: configuration.live).register(in: &router)
+        LiveService(pool: pool, hub: hub, tokens: tokens, configuration: configuration.live, metrics: liveMetrics)
+            .register(in: &router)
         PrivacyService(
             pool: pool,
             live: hub,

@@ -1,4 +1,5 @@
 public import ChatRPC
+internal import ChatServices
 public import ChatStore
 public import ChatTLS
 public import Prometheus
@@ -43,6 +44,13 @@ public final class ServerMetrics: Sendable {
             .microseconds(100), .microseconds(500), .milliseconds(1), .milliseconds(5), .milliseconds(10),
             .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5),
         ]
+        let liveBuckets: [Duration] = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        factory.durationHistogramBuckets[LiveMetrics.Name.delivery] = liveBuckets
+        factory.durationHistogramBuckets[LiveMetrics.Name.notificationLag] = liveBuckets
         self.factory = factory
         self.connectionsOpen = registry.makeGauge(
             name: "chat_server_connections_open",

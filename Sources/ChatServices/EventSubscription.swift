@@ -28,7 +28,13 @@ extension LiveService {
         }
         let seal = { (cursor: OutboxCursor) in self.tokens.seal([cursor.token], .subscribeEvents, for: principal) }
         let tenant = TenantContext(principal)
-        var stream = LiveStream(writer: writer, principal: principal, configuration: self.configuration)
+        var stream = LiveStream(
+            writer: writer,
+            principal: principal,
+            configuration: self.configuration,
+            kind: .subscribeEvents,
+            metrics: self.metrics
+        )
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .feed(learners: nil))
         defer { self.hub.unsubscribe(subscription) }
         do {
@@ -86,6 +92,7 @@ extension LiveService {
             let converted = try await convert(page.records)
             if let last = converted.last {
                 try await stream.send(converted.map(\.0), advancing: &cursor, to: last.1)
+                stream.delivered(occurredAtMicros: page.records.lazy.map(\.occurredAtMicros))
             }
             if let last = page.records.last { cursor = max(cursor, last.cursor) }
             if page.records.count == self.configuration.pageSize {

@@ -2,6 +2,7 @@ internal import ChatDomain
 internal import ChatProto
 internal import ChatRPC
 public import ChatStore
+internal import CoreMetrics
 public import Logging
 public import ServiceLifecycle
 internal import Synchronization
@@ -26,13 +27,14 @@ public struct LiveChange: Sendable, Hashable {
 }
 
 /// The text of the notifications instances send each other: ids and positions only, never content. A payload is
-/// `1 <instance>` then one line per change, `<tenant> <thread|-> <learner|-> <position>`; PostgreSQL refuses
-/// payloads of 8000 bytes or more, so changes are split over as many payloads as needed.
+/// `1 <instance> <sent>` (`<sent>`: the sender's clock, microseconds since 1970, for the notification-lag metric;
+/// payloads of earlier versions lack it) then one line per change, `<tenant> <thread|-> <learner|-> <position>`;
+/// PostgreSQL refuses payloads of 8000 bytes or more, so changes are split over as many payloads as needed.
 enum LiveNotification {
     static let maxPayloadBytes = 7_999
 
-    static func encode(instance: String, changes: [LiveChange]) -> [String] {
-        let header = "1 \(instance)"
+    static func encode(instance: String, sentAtMicros: Int64, changes: [LiveChange]) -> [String] {
+        let header = "1 \(instance) \(sentAtMicros)"
         var payloads: [String] = []
         var current = header
         for change in changes {
@@ -47,12 +49,19 @@ enum LiveNotification {
         return payloads
     }
 
-    /// The sender and the changes; nil when the payload is not one of ours.
-    static func decode(_ payload: String) -> (instance: String, changes: [LiveChange])? {
+    /// The sender, when it sent (nil from an earlier version) and the changes; nil when the payload is not one of
+    /// ours.
+    static func decode(_ payload: String) -> (instance: String, sentAtMicros: Int64?, changes: [LiveChange])? {
         let lines = payload.split(separator: "\n", omittingEmptySubsequences: false)
         guard let header = lines.first else { return nil }
-        let headerFields = header.split(separator: " ")
-        guard headerFields.count == 2, headerFields[0] == "1" else { return nil }
+        let headerFields = header.split(separator: " ", omittingEmptySubsequences: false)
+        guard headerFields.count == 2 || headerFields.count == 3, headerFields[0] == "1", !headerFields[1].isEmpty
+        else { return nil }
+        var sentAt: Int64?
+        if headerFields.count == 3 {
+            guard let micros = Int64(headerFields[2]) else { return nil }
+            sentAt = micros
+        }
         var changes: [LiveChange] = []
         changes.reserveCapacity(lines.count - 1)
         for line in lines.dropFirst() {
@@ -67,7 +76,7 @@ enum LiveNotification {
                 )
             )
         }
-        return (String(headerFields[1]), changes)
+        return (String(headerFields[1]), sentAt, changes)
     }
 
     /// One change per thread (the newest position) and per learner-level event.
@@ -189,10 +198,13 @@ public final class LiveHub: Service, Sendable {
     private let streams = Mutex<[String: TenantStreams]>([:])
     private let outgoing = Mutex<[LiveChange]>([])
     private let outgoingSignal = LiveSignal()
+    /// Notification lag, the watermark's lag and the feeds' backlog; nil: not measured.
+    let metrics: LiveMetrics?
 
     /// Creates a hub; `run()` starts its LISTEN connection, notifier and periodic check.
-    public init(pool: PGPool, configuration: Configuration, logger: Logger) {
+    public init(pool: PGPool, configuration: Configuration, logger: Logger, metrics: LiveMetrics? = nil) {
         self.pool = pool
+        self.metrics = metrics
         self.repository = LiveRepository(pool: pool)
         self.configuration = configuration
         self.logger = logger
@@ -305,11 +317,13 @@ public final class LiveHub: Service, Sendable {
             case .listening:
                 self.wakeAll()
             case .notification(_, let payload):
-                guard let (instance, changes) = LiveNotification.decode(payload) else {
+                guard let (instance, sentAt, changes) = LiveNotification.decode(payload) else {
                     self.logger.warning("ignored a malformed live notification")
                     continue
                 }
-                if instance != self.instanceID { self.wake(changes) }
+                guard instance != self.instanceID else { continue }
+                self.wake(changes)
+                if let sentAt { self.metrics?.notificationReceived(sentAtMicros: sentAt) }
             }
         }
     }
@@ -326,6 +340,7 @@ public final class LiveHub: Service, Sendable {
             guard !changes.isEmpty else { continue }
             let payloads = LiveNotification.encode(
                 instance: self.instanceID,
+                sentAtMicros: LiveMetrics.nowMicros,
                 changes: LiveNotification.coalesce(changes)
             )
             let channel = self.configuration.channel
@@ -350,8 +365,18 @@ public final class LiveHub: Service, Sendable {
         }
     }
 
-    /// The safety net: wakes the streams that are behind what the database holds.
+    /// The safety net: wakes the streams that are behind what the database holds. Measures, when metrics are
+    /// kept, the watermark's lag and the backlog of the slowest feed of each tenant.
     func check() async {
+        if let metrics = self.metrics {
+            do {
+                metrics.watermarkLag.record(try await self.repository.watermarkLagSeconds())
+            } catch {
+                self.logger.debug("watermark lag not measured", metadata: [LogKey.error: "\(error)"])
+            }
+        }
+        var backlog = 0
+        defer { self.metrics?.backlog.record(backlog) }
         let snapshot = self.streams.withLock { $0 }
         for (tenantID, tenant) in snapshot {
             let context = TenantContext(tenantID: tenantID, userID: "chatd-live", role: .service)
@@ -372,8 +397,17 @@ public final class LiveHub: Service, Sendable {
                     }
                 }
                 if !tenant.feeds.isEmpty, let newest = try await self.repository.newestCursor(context) {
+                    var slowest = newest
                     for feed in tenant.feeds.values where feed.feedPosition < newest {
                         feed.signal.signal()
+                        slowest = min(slowest, feed.feedPosition)
+                    }
+                    if self.metrics != nil, slowest < newest {
+                        backlog += try await self.repository.readableEvents(
+                            context,
+                            after: slowest,
+                            cap: LiveMetrics.backlogCap
+                        )
                     }
                 }
             } catch {

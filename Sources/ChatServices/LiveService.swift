@@ -45,10 +45,19 @@ public struct LiveService: Sendable {
     let configuration: Configuration
     /// Seals the resume cursors of WatchInbox and SubscribeEvents.
     let tokens: SealedTokens
+    /// Delivery latency; nil: not measured.
+    let metrics: LiveMetrics?
 
     /// Creates the service.
-    public init(pool: PGPool, hub: LiveHub, tokens: SealedTokens, configuration: Configuration = Configuration()) {
+    public init(
+        pool: PGPool,
+        hub: LiveHub,
+        tokens: SealedTokens,
+        configuration: Configuration = Configuration(),
+        metrics: LiveMetrics? = nil
+    ) {
         self.tokens = tokens
+        self.metrics = metrics
         self.hub = hub
         self.repository = LiveRepository(pool: pool)
         self.configuration = configuration
@@ -86,7 +95,13 @@ public struct LiveService: Sendable {
             throw RPCError.invalidArgument(field: "after_seq", "at most 2^63-1")
         }
         let tenant = TenantContext(principal)
-        var stream = LiveStream(writer: writer, principal: principal, configuration: self.configuration)
+        var stream = LiveStream(
+            writer: writer,
+            principal: principal,
+            configuration: self.configuration,
+            kind: .watchThread,
+            metrics: self.metrics
+        )
         var cursor = Int64(request.afterSeq)
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .thread(threadID))
         defer { self.hub.unsubscribe(subscription) }
@@ -176,6 +191,12 @@ public struct LiveService: Sendable {
         let events = LiveEvents.merge(thread: thread, messages: changes.messages, after: cursor, pageFull: pageFull)
         guard let last = events.last else { return pageFull }
         try await stream.send(events.map { WatchThreadResponse(event: $0) }, advancing: &cursor, to: Int64(last.seq))
+        // A message's event happened at its newest change.
+        stream.delivered(
+            occurredAtMicros: changes.messages.lazy.map { message in
+                message.deletedAtMicros ?? message.editedAtMicros ?? message.createdAtMicros
+            }
+        )
         return pageFull
     }
 
@@ -201,7 +222,13 @@ public struct LiveService: Sendable {
             learnerFilter = learner
         }
         let tenant = TenantContext(principal)
-        var stream = LiveStream(writer: writer, principal: principal, configuration: self.configuration)
+        var stream = LiveStream(
+            writer: writer,
+            principal: principal,
+            configuration: self.configuration,
+            kind: .watchInbox,
+            metrics: self.metrics
+        )
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .feed(learners: learners))
         defer { self.hub.unsubscribe(subscription) }
         var cursor = OutboxCursor.origin

@@ -12,12 +12,25 @@ struct LiveStream<Response: ProtoMessage> {
     let configuration: LiveService.Configuration
     let expiry: ContinuousClock.Instant?
     var lastSend = ContinuousClock.now
+    /// Where delivery latency goes, and which stream this is; nil: not measured.
+    let metrics: LiveMetrics?
+    let kind: LiveMetrics.Stream
+    /// When the stream opened (wall clock, microseconds): events from before are replay, not live delivery.
+    let openedAtMicros = LiveMetrics.nowMicros
 
     struct Expired: Error {}
 
-    init(writer: ResponseWriter<Response>, principal: Principal, configuration: LiveService.Configuration) {
+    init(
+        writer: ResponseWriter<Response>,
+        principal: Principal,
+        configuration: LiveService.Configuration,
+        kind: LiveMetrics.Stream,
+        metrics: LiveMetrics?
+    ) {
         self.writer = writer
         self.configuration = configuration
+        self.kind = kind
+        self.metrics = metrics
         self.expiry = principal.expiresAt.map { expiresAt in
             let remaining = Double(expiresAt) - Date().timeIntervalSince1970
             return ContinuousClock.now + .milliseconds(Int64(max(0, remaining) * 1000))
@@ -42,6 +55,11 @@ struct LiveStream<Response: ProtoMessage> {
             throw error
         }
         position = last
+    }
+
+    /// Records the delivery latency of events just written, by their transactions' times.
+    func delivered(occurredAtMicros times: some Sequence<Int64>) {
+        self.metrics?.delivered(self.kind, occurredAtMicros: times, openedAtMicros: self.openedAtMicros)
     }
 
     /// Waits until the hub wakes the stream; sends a heartbeat whenever the stream has been quiet for the interval.

@@ -224,6 +224,36 @@ public struct LiveRepository: Sendable {
         }
     }
 
+    /// How long the commit watermark has stood still, in seconds: the age of the oldest transaction still running
+    /// that holds a transaction id (every event committed after it is unreadable until it ends); 0 when none.
+    /// Transactions of other database roles show no start time to the application role and count as 0.
+    public func watermarkLagSeconds() async throws -> Double {
+        let statement: SQL = """
+            SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)::float8::text AS lag
+            FROM pg_stat_activity WHERE backend_xid = xid(pg_snapshot_xmin(pg_current_snapshot()))
+            """
+        return try await self.pool.withConnection { connection in
+            let result = try connection.query(statement)
+            return Double(try result.requiredString(row: 0, column: "lag")) ?? 0
+        }
+    }
+
+    /// The tenant's events readable after `cursor` (below the watermark), counted up to `cap`.
+    public func readableEvents(_ context: TenantContext, after cursor: OutboxCursor, cap: Int) async throws -> Int {
+        let statement: SQL = """
+            SELECT count(*) AS n FROM (
+                SELECT 1 FROM chat.outbox
+                WHERE tenant_id = \(context.tenantID)
+                  AND (tenant_id, tx_id, id) > (\(context.tenantID)::uuid, \(String(cursor.txID))::xid8, \(cursor.id))
+                  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+                LIMIT \(cap)
+            ) readable
+            """
+        return try await self.pool.tenantBatch(context, [statement]) { results in
+            Int(try results[0].requiredInt64(row: 0, column: "n"))
+        }
+    }
+
     /// The threads among `ids` that exist and are in the caller's scope.
     public func threads(_ context: TenantContext, ids: [String]) async throws -> [String: ThreadRecord] {
         let statement: SQL = """

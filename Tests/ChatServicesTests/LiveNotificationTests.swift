@@ -17,22 +17,28 @@ struct LiveNotificationTests {
             (0..<500).map { self.change($0, Int64($0) * 3) } + [
                 LiveChange(tenantID: Self.tenant, threadID: nil, learnerID: nil, eventSeq: 0)
             ]
-        let payloads = LiveNotification.encode(instance: "abc", changes: changes)
+        let payloads = LiveNotification.encode(instance: "abc", sentAtMicros: 1_700_000_000_000_000, changes: changes)
         #expect(payloads.count > 1)
         #expect(payloads.allSatisfy { $0.utf8.count <= 7_999 })
         var decoded: [LiveChange] = []
         for payload in payloads {
-            let (instance, part) = try #require(LiveNotification.decode(payload))
-            #expect(instance == "abc")
+            let (instance, sentAt, part) = try #require(LiveNotification.decode(payload))
+            #expect(instance == "abc" && sentAt == 1_700_000_000_000_000)
             decoded += part
         }
         #expect(decoded == changes)
-        #expect(LiveNotification.encode(instance: "abc", changes: []).isEmpty)
+        #expect(LiveNotification.encode(instance: "abc", sentAtMicros: 1, changes: []).isEmpty)
+        // An earlier version's header has no time: still read.
+        let earlier = try #require(LiveNotification.decode("1 old\n\(Self.tenant) t1 - 4"))
+        #expect(earlier.instance == "old" && earlier.sentAtMicros == nil && earlier.changes.count == 1)
     }
 
     @Test("malformed payloads are refused, not half-read")
     func malformed() {
-        for payload in ["", "2 abc", "1", "1 abc\nt th l", "1 abc\nt th l notanumber", "1 abc\n t th l 1 x"] {
+        for payload in [
+            "", "2 abc", "1", "1 abc\nt th l", "1 abc\nt th l notanumber", "1 abc\n t th l 1 x", "1 abc x\nt th l 1",
+            "1  5\nt th l 1", "1 abc 5 6\nt th l 1",
+        ] {
             #expect(LiveNotification.decode(payload) == nil, "\(payload)")
         }
     }
