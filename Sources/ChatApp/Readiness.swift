@@ -32,11 +32,12 @@ public struct Readiness: Sendable {
         do {
             let budget = DatabaseBudget(deadline: .now + self.timeout)
             let version = try await DatabaseBudget.$current.withValue(budget) {
-                try await self.pool.withConnection { connection in
-                    try connection.query("SELECT chat.schema_version() AS version").requiredInt64(
-                        row: 0,
-                        column: "version"
-                    )
+                do {
+                    return try await self.schemaVersion()
+                } catch let error as StorageError where error.code == .connectionFailed {
+                    // After a server restart the first use of an old connection finds it gone (and every
+                    // connection reconnects); the question is whether the database answers now: ask once more.
+                    return try await self.schemaVersion()
                 }
             }
             if version < Migrations.latestVersion {
@@ -50,5 +51,11 @@ public struct Readiness: Sendable {
             problems.append("database unreachable")
         }
         return Report(problems: problems)
+    }
+
+    private func schemaVersion() async throws -> Int64 {
+        try await self.pool.withConnection { connection in
+            try connection.query("SELECT chat.schema_version() AS version").requiredInt64(row: 0, column: "version")
+        }
     }
 }
