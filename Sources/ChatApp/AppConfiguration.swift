@@ -24,6 +24,8 @@ public struct AppConfiguration: Sendable {
     public var jwksFile: String?
     /// How often the JWKS file is checked for a change.
     public var jwksReloadInterval: Duration
+    /// Fetches the verifier's keys from the identity provider's JWKS URL (instead of a file); nil for none.
+    public var jwksFetcher: JWKSFetcher?
     /// The server's TLS files, re-read on SIGHUP and when they change (every `tlsReloadInterval`); nil when the
     /// pair is fixed (tests: SIGHUP is the whole process's).
     public var tlsFiles: TLSConfiguration?
@@ -101,6 +103,7 @@ public struct AppConfiguration: Sendable {
         self.verifier = verifier
         self.jwksFile = nil
         self.jwksReloadInterval = .seconds(10)
+        self.jwksFetcher = nil
         self.tlsFiles = nil
         self.tlsReloadInterval = .seconds(30)
         self.sealer = sealer
@@ -146,7 +149,7 @@ extension AppConfiguration {
             "tls-key: \(self.tlsFiles?.privateKeyPath ?? "(fixed)")",
             "tls-client-ca: \(self.tlsFiles?.trustRootsPath ?? "none")",
             "tls-reload-interval: \(seconds(self.tlsReloadInterval))",
-            "auth-jwks: \(self.jwksFile ?? "(fixed)") with kids \(self.verifier.keys.keys.keys.sorted().joined(separator: ","))",
+            "auth-jwks: \(self.jwksSource)",
             "auth-jwks-reload-interval: \(seconds(self.jwksReloadInterval))",
             "auth-issuer: \(self.verifier.issuer)",
             "auth-audience: \(self.verifier.audience)",
@@ -180,6 +183,17 @@ extension AppConfiguration {
             lines.append("retention-interval: off")
         }
         return lines
+    }
+
+    /// Where the token keys come from, for `--print-config`.
+    var jwksSource: String {
+        if let fetcher = self.jwksFetcher {
+            let configuration = fetcher.configuration
+            return "\(configuration.url) (trust roots \(configuration.trustRoots ?? "of the system"); fetched every "
+                + "\(configuration.refreshInterval), and on an unknown key id at most every \(configuration.minimumInterval))"
+        }
+        let kids = self.verifier.keys.keys.keys.sorted().joined(separator: ",")
+        return "\(self.jwksFile ?? "(fixed)") with kids \(kids)"
     }
 
     /// A libpq connection string or URI with its password replaced by `***`.

@@ -133,7 +133,7 @@ public final class ChatApplication: Sendable {
 
     /// The lifecycle services in start order, for a `ServiceGroup` (which stops them in reverse): the span
     /// exporter when tracing (last to stop: the last calls' spans still go), the database probe, the admin listener, the hub before the server (so it stops after it, and draining streams still get woken), the server,
-    /// the JWKS file watcher, the TLS reloader and the retention sweeper when configured.
+    /// the JWKS fetcher or file watcher, the TLS reloader and the retention sweeper when configured.
     public var services: [any Service] {
         var services: [any Service] = []
         if let tracing = self.configuration.tracing { services.append(tracing.exporter) }
@@ -141,6 +141,7 @@ public final class ChatApplication: Sendable {
         // The admin listener stops after the server, so that /readyz says "draining" while the server drains.
         if let admin = self.admin { services.append(admin) }
         services += [self.hub, self.server]
+        if let fetcher = self.configuration.jwksFetcher { services.append(fetcher) }
         if let path = self.configuration.jwksFile {
             services.append(
                 JWKSFileWatcher(

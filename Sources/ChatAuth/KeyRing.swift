@@ -5,6 +5,8 @@ internal import Synchronization
 /// verified again, so a removed key stops working at once, cached tokens included.
 public final class KeyRing: Sendable {
     private let state: Mutex<(keys: JWKSet, generation: UInt64)>
+    /// Told the key id of a token the ring had no key for (the JWKS fetcher refreshes on it).
+    private let unknownKeyHandler = Mutex<(@Sendable (String) -> Void)?>(nil)
 
     /// A ring holding `keys`.
     public init(_ keys: JWKSet) {
@@ -20,5 +22,16 @@ public final class KeyRing: Sendable {
     /// Replaces the keys.
     public func replace(with keys: JWKSet) {
         self.state.withLock { $0 = (keys, $0.generation + 1) }
+    }
+
+    /// Calls `handler` with the key id of every token that names a key the ring lacks (the identity provider may
+    /// have published a new key); it must return at once.
+    public func onUnknownKeyID(_ handler: @escaping @Sendable (String) -> Void) {
+        self.unknownKeyHandler.withLock { $0 = handler }
+    }
+
+    /// A token named a key the ring lacks.
+    func unknownKeyID(_ keyID: String) {
+        self.unknownKeyHandler.withLock { $0 }?(keyID)
     }
 }

@@ -78,7 +78,9 @@ public struct TokenVerifier: Sendable {
             throw Self.reject("the token's algorithm is not accepted")
         }
         guard header.crit == nil else { throw Self.reject("the token has critical headers this server does not know") }
-        guard let keyID = header.kid, let key = keys.keys[keyID] else {
+        guard let keyID = header.kid else { throw Self.reject("the token's key id is unknown") }
+        guard let key = keys.keys[keyID] else {
+            self.keyRing.unknownKeyID(keyID)
             throw Self.reject("the token's key id is unknown")
         }
         guard key.algorithm == algorithm else { throw Self.reject("the token's algorithm does not match its key") }

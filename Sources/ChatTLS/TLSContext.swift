@@ -72,7 +72,8 @@ public struct TLSConfiguration: Sendable, Hashable {
     public enum Role: Sendable, Hashable {
         /// Presents `certificatePath`; verifies clients against `trustRootsPath` when set (mTLS).
         case server
-        /// Verifies the server against `trustRootsPath`; presents `certificatePath` when set.
+        /// Verifies the server against `trustRootsPath` (the system's trust store when nil); presents
+        /// `certificatePath` when set.
         case client
     }
 
@@ -88,6 +89,9 @@ public struct TLSConfiguration: Sendable, Hashable {
     public var handshakeTimeoutSeconds: Int64
     /// What a client offers in ALPN; the server accepts only `chat/1` whatever this says.
     public var applicationProtocols: [String] = ["chat/1"]
+    /// Whether the handshake fails when the peer agrees on none of `applicationProtocols` (always for chat/1; an
+    /// HTTPS server may not speak ALPN at all).
+    public var requireApplicationProtocol = true
     /// Server with a client CA: refuse clients without a certificate. Without it, a certificate is optional (an
     /// identity for internal callers), but one that is presented must verify.
     public var requireClientCertificate = false
@@ -123,6 +127,21 @@ public struct TLSConfiguration: Sendable, Hashable {
             trustRootsPath: trustRoots,
             handshakeTimeoutSeconds: 10
         )
+    }
+
+    /// A client of an HTTPS server (the identity provider's JWKS): ALPN `http/1.1`, the server verified against
+    /// `trustRoots`, or the system's trust store when nil.
+    public static func httpsClient(trustRoots: String?) -> TLSConfiguration {
+        var configuration = TLSConfiguration(
+            role: .client,
+            certificatePath: nil,
+            privateKeyPath: nil,
+            trustRootsPath: trustRoots,
+            handshakeTimeoutSeconds: 10
+        )
+        configuration.applicationProtocols = ["http/1.1"]
+        configuration.requireApplicationProtocol = false
+        return configuration
     }
 }
 
@@ -218,12 +237,13 @@ public final class TLSContext: @unchecked Sendable {
                 nil
             )
         case .client:
-            guard let roots = configuration.trustRootsPath,
-                SSL_CTX_load_verify_locations(context, roots, nil) == 1
-            else {
+            let loaded =
+                configuration.trustRootsPath.map { SSL_CTX_load_verify_locations(context, $0, nil) }
+                ?? SSL_CTX_set_default_verify_paths(context)
+            guard loaded == 1 else {
                 throw TLSError(
                     .configuration,
-                    "trust roots \(configuration.trustRootsPath ?? "(none)"): \(TLSError.drainErrorQueue())"
+                    "trust roots \(configuration.trustRootsPath ?? "(the system's)"): \(TLSError.drainErrorQueue())"
                 )
             }
             SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)

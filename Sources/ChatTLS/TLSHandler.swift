@@ -2,7 +2,7 @@ public import NIOCore
 
 /// Events the TLS handler sends up the pipeline.
 public enum TLSEvent: Sendable, Hashable {
-    /// The handshake completed with `chat/1`; `peerIdentity` is the common name of the peer's verified certificate:
+    /// The handshake completed with `chat/1` (`http/1.1` for an HTTPS client); `peerIdentity` is the common name of the peer's verified certificate:
     /// on a server, the client's (mTLS), when it presented one; on a client, the server's.
     case handshakeCompleted(applicationProtocol: String, peerIdentity: String?)
 }
@@ -98,10 +98,17 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .complete:
             self.timeout?.cancel()
             self.timeout = nil
-            guard let application = connection.negotiatedProtocol, application == "chat/1" else {
-                self.fail(context: context, TLSError(.noApplicationProtocol, "the peer did not agree on chat/1"))
+            let configuration = self.tlsContext.configuration
+            let negotiated = connection.negotiatedProtocol
+            guard
+                negotiated.map(configuration.applicationProtocols.contains) ?? !configuration.requireApplicationProtocol
+            else {
+                let wanted = configuration.applicationProtocols.joined(separator: " or ")
+                self.fail(context: context, TLSError(.noApplicationProtocol, "the peer did not agree on \(wanted)"))
                 return
             }
+            // Without ALPN (allowed for HTTPS only), HTTP/1.1.
+            let application = negotiated ?? "http/1.1"
             self.state = .active
             self.flushOutput(context: context)
             context.fireUserInboundEventTriggered(

@@ -66,8 +66,32 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("tls-require-client-certificate"), help: "Refuse clients without a certificate.")
     var requireClientCertificate = false
 
-    @Option(name: .customLong("auth-jwks"), help: "JWKS file with the keys bearer tokens are signed with.")
+    @Option(
+        name: .customLong("auth-jwks"),
+        help: "The keys bearer tokens are signed with: a JWKS file, or the identity provider's https:// JWKS URL."
+    )
     var jwks: String
+
+    @Option(
+        name: .customLong("auth-jwks-ca"),
+        help: "PEM CA certificates to verify an https --auth-jwks server with (default: the system's trust store)."
+    )
+    var jwksCA: String?
+
+    @Option(
+        name: .customLong("auth-jwks-refresh-interval"),
+        help: "Seconds between fetches of an https --auth-jwks URL."
+    )
+    var jwksRefreshInterval: Double = Double(JWKSFetcher.Configuration.Defaults.refreshInterval.components.seconds)
+
+    @Option(
+        name: .customLong("auth-jwks-min-refresh-interval"),
+        help:
+            "The least seconds between two fetches of an https --auth-jwks URL (a token with an unknown key id asks for one)."
+    )
+    var jwksMinimumRefreshInterval: Double = Double(
+        JWKSFetcher.Configuration.Defaults.minimumInterval.components.seconds
+    )
 
     @Option(
         name: .customLong("token-seal-keys"),
@@ -274,11 +298,18 @@ struct Serve: AsyncParsableCommand {
             requireClientCertificate: self.requireClientCertificate
         )
         let tls = try TLSContext(configuration: tlsFiles)
-        guard let jwksData = FileManager.default.contents(atPath: self.jwks) else {
-            throw ValidationError("cannot read --auth-jwks \(self.jwks)")
+        let keys: JWKSet
+        if self.jwksIsURL {
+            // Fetched before serving (`run`).
+            keys = JWKSet(keys: [])
+        } else {
+            guard let jwksData = FileManager.default.contents(atPath: self.jwks) else {
+                throw ValidationError("cannot read --auth-jwks \(self.jwks)")
+            }
+            keys = try JWKSet(json: Array(jwksData))
         }
         let verifier = TokenVerifier(
-            keyRing: KeyRing(try JWKSet(json: Array(jwksData))),
+            keyRing: KeyRing(keys),
             issuer: self.issuer,
             audience: self.audience,
             leewaySeconds: self.leeway
@@ -301,7 +332,7 @@ struct Serve: AsyncParsableCommand {
         configuration.tlsFiles = tlsFiles
         configuration.tlsReloadInterval = .milliseconds(Int64(self.tlsReloadInterval * 1000))
         guard self.jwksReloadInterval > 0 else { throw ValidationError("--auth-jwks-reload-interval must be positive") }
-        configuration.jwksFile = self.jwks
+        configuration.jwksFile = self.jwksIsURL ? nil : self.jwks
         configuration.jwksReloadInterval = .milliseconds(Int64(self.jwksReloadInterval * 1000))
         if let path = self.serviceTenants {
             guard let text = FileManager.default.contents(atPath: path).flatMap({ String(data: $0, encoding: .utf8) })
@@ -357,6 +388,9 @@ struct Serve: AsyncParsableCommand {
         return configuration
     }
 
+    /// Whether `--auth-jwks` is a URL (fetched) rather than a file (watched).
+    var jwksIsURL: Bool { self.jwks.hasPrefix("https://") || self.jwks.hasPrefix("http://") }
+
     /// `host:port` (an IPv6 host in brackets) as its parts.
     static func hostAndPort(_ text: String, _ flag: String) throws -> (String, Int) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
@@ -371,12 +405,44 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try self.options.bootstrapLogging()
-        let configuration = try self.appConfiguration(logger: logger)
+        var configuration = try self.appConfiguration(logger: logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+        if self.jwksIsURL {
+            guard self.jwksRefreshInterval > 0, self.jwksMinimumRefreshInterval > 0 else {
+                throw ValidationError(
+                    "--auth-jwks-refresh-interval and --auth-jwks-min-refresh-interval must be positive"
+                )
+            }
+            var source = JWKSFetcher.Configuration(url: self.jwks, trustRoots: self.jwksCA)
+            source.refreshInterval = .milliseconds(Int64(self.jwksRefreshInterval * 1000))
+            source.minimumInterval = .milliseconds(Int64(self.jwksMinimumRefreshInterval * 1000))
+            let fetcher: JWKSFetcher
+            do {
+                fetcher = try JWKSFetcher(
+                    configuration: source,
+                    ring: configuration.verifier.keyRing,
+                    group: group,
+                    logger: logger
+                )
+            } catch {
+                throw ValidationError("--auth-jwks \(self.jwks): \(error)")
+            }
+            configuration.jwksFetcher = fetcher
+            if !self.printConfig {
+                // Without keys no token verifies: chatd does not serve until it has them.
+                do {
+                    try await fetcher.fetchNow()
+                } catch {
+                    try? await group.shutdownGracefully()
+                    throw ValidationError("cannot fetch --auth-jwks \(self.jwks): \(error)")
+                }
+            }
+        }
         if self.printConfig {
             for line in configuration.printed { print(line) }
+            try await group.shutdownGracefully()
             return
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
         let application = ChatApplication(configuration: configuration, group: group, logger: logger)
         defer { application.shutdown() }
         let services = ServiceGroup(

@@ -47,55 +47,17 @@ private struct ReceivedSpan: Decodable {
     }
 }
 
-/// A real OTLP/HTTP receiver, started as a process; what it decoded, line by line.
-private final class OTLPReceiver: Sendable {
-    let pid: pid_t
-    let output: String
-    let port: Int
+/// A real OTLP/HTTP receiver (Tests/Tools/otlp_receiver.py); what it decoded, line by line.
+private struct OTLPReceiver {
+    let tool: PythonTool
+    var port: Int { self.tool.port }
 
     static func start() async throws -> OTLPReceiver {
-        let python = try #require(
-            ProcessInfo.processInfo.environment["CHAT_TEST_PYTHON"],
-            "scripts/test sets CHAT_TEST_PYTHON (a virtualenv with opentelemetry-proto)"
-        )
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Tools/otlp_receiver.py").path
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("otlp-\(UUID()).jsonl").path
-        let pid = try spawnProgram([python, script], log: output)
-        @Sendable func port() -> Int? {
-            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            guard let first = text.split(separator: "\n").first,
-                let object = try? JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Int]
-            else { return nil }
-            return object["port"]
-        }
-        do {
-            try await waitUntil("the OTLP receiver listens") { port() != nil }
-        } catch {
-            kill(pid, SIGKILL)
-            throw error
-        }
-        return OTLPReceiver(pid: pid, output: output, port: port()!)
-    }
-
-    private init(pid: pid_t, output: String, port: Int) {
-        self.pid = pid
-        self.output = output
-        self.port = port
-    }
-
-    deinit {
-        kill(self.pid, SIGKILL)
-        var status: Int32 = 0
-        _ = waitpid(self.pid, &status, 0)
-        try? FileManager.default.removeItem(atPath: self.output)
+        OTLPReceiver(tool: try await PythonTool.start("otlp_receiver.py"))
     }
 
     /// Every line after the port: spans, and any request it could not decode (as `error` lines).
-    var lines: [String] {
-        let text = (try? String(contentsOfFile: self.output, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").dropFirst().map(String.init)
-    }
+    var lines: [String] { self.tool.lines }
 
     var spans: [ReceivedSpan] {
         self.lines.compactMap { try? JSONDecoder().decode(ReceivedSpan.self, from: Data($0.utf8)) }
