@@ -143,15 +143,16 @@ final class ChatdProcess: Sendable {
         )
     }
 
-    /// A bearer token for this instance, minted by `chatctl token mint`.
+    /// A bearer token for this instance, minted by `chatctl token mint` (off the cooperative pool, which other
+    /// tests' calls need while it runs).
     func token(
         role: String,
         tenant: String = Fixture.tenantA,
         sub: String = "process-user",
         key: String? = nil,
         kid: String = "p"
-    ) throws -> String {
-        let minted = try runProgramBlocking(
+    ) async throws -> String {
+        let minted = try await runProgram(
             CLITests.chatctl,
             [
                 "token", "mint", "--key", key ?? self.signingKey, "--kid", kid, "--issuer", "test", "--tenant",
@@ -265,7 +266,7 @@ struct ChatdProcessTests {
         #expect(listing.serverVersion == chatdVersion)
 
         // A tenant admin's write and read go through the interceptors and the database.
-        let admin = try client(try chatd.token(role: "tenant_admin"))
+        let admin = try client(try await chatd.token(role: "tenant_admin"))
         let created = try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "Process"))
         let threadID = try #require(created.thread?.id)
         let sent = try await admin.sendMessage(
@@ -276,7 +277,7 @@ struct ChatdProcessTests {
         #expect(page.messages.map(\.body) == ["through chatd"])
 
         // Without --service-tenants, a service principal may act for no tenant.
-        let service = try client(try chatd.token(role: "service", sub: "indexer"))
+        let service = try client(try await chatd.token(role: "service", sub: "indexer"))
         do {
             _ = try await service.listThreads(ListThreadsRequest())
             Issue.record("a service principal without an allowance was served")
@@ -285,7 +286,7 @@ struct ChatdProcessTests {
         }
 
         // The rate limiter is in the chain: a burst well past 6 calls of one user is refused, not served.
-        let burst = try client(try chatd.token(role: "teacher", sub: "burst-user"))
+        let burst = try client(try await chatd.token(role: "teacher", sub: "burst-user"))
         var refused: RPCError?
         for _ in 0..<40 where refused == nil {
             do {
@@ -363,7 +364,7 @@ struct ChatdProcessTests {
     func jwksRotation() async throws {
         let chatd = try await ChatdProcess.start(arguments: ["--auth-jwks-reload-interval", "0.2"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let old = try chatd.client(try chatd.token(role: "tenant_admin", sub: "before"), group: group)
+        let old = try chatd.client(try await chatd.token(role: "tenant_admin", sub: "before"), group: group)
         try await chatd.waitServing(old)
         _ = try await old.listThreads(ListThreadsRequest())  // verified, and now in the cache of verified tokens
 
@@ -374,7 +375,7 @@ struct ChatdProcessTests {
         let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", newKey, "--kid", "q"])
         try jwks.output.write(toFile: "\(chatd.directory)/jwks.json", atomically: true, encoding: .utf8)
         let rotated = try chatd.client(
-            try chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
+            try await chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
             group: group
         )
         try await waitUntil("the new key is in use") { () async throws -> Bool in
@@ -406,7 +407,7 @@ struct ChatdProcessTests {
     func certificateRotation() async throws {
         let chatd = try await ChatdProcess.start()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = try chatd.client(try chatd.token(role: "tenant_admin"), group: group)
+        let client = try chatd.client(try await chatd.token(role: "tenant_admin"), group: group)
         try await chatd.waitServing(client)
         #expect(try await Self.servedSubject(chatd.port) == "CN = localhost")
         // The development certificate is valid for 825 days.

@@ -50,7 +50,7 @@ struct JWKSFetchTests {
             ]
         )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let old = try chatd.client(try chatd.token(role: "tenant_admin", sub: "before"), group: group)
+        let old = try chatd.client(try await chatd.token(role: "tenant_admin", sub: "before"), group: group)
         try await chatd.waitServing(old)
         _ = try await old.listThreads(ListThreadsRequest())
         #expect(fetches() == 1, "one fetch before serving: \(idp.lines)")
@@ -63,7 +63,7 @@ struct JWKSFetchTests {
         let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", newKey, "--kid", "q"])
         try jwks.output.write(toFile: "\(directory)/jwks.json", atomically: true, encoding: .utf8)
         let rotated = try chatd.client(
-            try chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
+            try await chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
             group: group
         )
         // The first token of "q" names a key id chatd lacks: refused, and chatd fetches (no schedule is due).
@@ -81,7 +81,7 @@ struct JWKSFetchTests {
         let before = fetches()
         let started = ContinuousClock.now
         let stranger = try chatd.client(
-            try chatd.token(role: "tenant_admin", sub: "stranger", key: newKey, kid: "unknown-kid"),
+            try await chatd.token(role: "tenant_admin", sub: "stranger", key: newKey, kid: "unknown-kid"),
             group: group
         )
         for _ in 0..<40 {

@@ -101,9 +101,11 @@ struct PrometheusScrapeTests {
     @Test("per-method counters and a handling-time quantile, as Prometheus's API reports them")
     func scrapedCountersMatchTheCalls() async throws {
         let chatd = try await ChatdProcess.start()
-        let prometheus = try PrometheusServer(scraping: "127.0.0.1:\(chatd.adminPort)")
+        let target = "127.0.0.1:\(chatd.adminPort)"
+        // Its start polls and sleeps: off the cooperative pool, which other tests' calls need meanwhile.
+        let prometheus = try await offPool { try PrometheusServer(scraping: target) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let admin = try chatd.client(try chatd.token(role: "tenant_admin"), group: group)
+        let admin = try chatd.client(try await chatd.token(role: "tenant_admin"), group: group)
         try await chatd.waitServing(admin)
         // A short load: 5 threads, 20 messages, 3 refused calls.
         var threads: [String] = []

@@ -73,7 +73,7 @@ struct TracingExportTests {
             "--otlp-traces-endpoint", "http://127.0.0.1:\(receiver.port)/v1/traces",
         ])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = try chatd.client(try chatd.token(role: "tenant_admin"), group: group)
+        let client = try chatd.client(try await chatd.token(role: "tenant_admin"), group: group)
         try await chatd.waitServing(client)
 
         let traceID: [UInt8] = (0..<16).map { UInt8(0x40 + $0) }

@@ -326,15 +326,17 @@ struct ResourceLimitTests {
 
     @Test("maximum age: the call in flight finishes within the grace; the next call goes to a new connection")
     func maxAge() async throws {
+        // An age that a loaded machine (the whole suite on two cores) does not reach before the first call: the
+        // call (longer than the age) is in flight when the connection ages.
         let server = try await TestServer(configure: {
-            $0.connection.maxAge = .milliseconds(1_500)
+            $0.connection.maxAge = .seconds(3)
             $0.maxAgeGrace = .seconds(10)
         })
         let stats = server.server.stats
         let client = try server.makeClient()
         let slept = try await client.unary(
             TestMethods.sleep,
-            WatchThreadRequest(threadId: "aged", afterSeq: 2_500)
+            WatchThreadRequest(threadId: "aged", afterSeq: 4_500)
         )
         #expect(slept.body == "slept")
         try await waitUntil("the aged connection closes") { stats.openConnections == 0 }
@@ -347,7 +349,7 @@ struct ResourceLimitTests {
         try await server.stop()
     }
 
-    @Test("shutdown with idle connections (one that never answers PING) is over in under 2 s")
+    @Test("shutdown with idle connections (one that never answers PING) is over in seconds, not the 30 s grace")
     func drainIdleConnections() async throws {
         let server = try await TestServer(configure: { $0.drainGrace = .seconds(30) })
         let client = try server.makeClient()
@@ -359,7 +361,8 @@ struct ResourceLimitTests {
         let started = clock.now
         await server.server.drain()
         let took = clock.now - started
-        #expect(took < .seconds(2), "drain took \(took)")
+        // Far below the 30 s grace, with slack for a loaded machine: nothing waited for the silent peer.
+        #expect(took < .seconds(5), "drain took \(took)")
         await client.close()
         try await server.group.shutdownGracefully()
     }
