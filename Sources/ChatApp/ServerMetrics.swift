@@ -26,6 +26,7 @@ public final class ServerMetrics: Sendable {
     private let refusedConnections: Counter
     private let refusedHandshakes: Counter
     private let stalledWrites: Counter
+    private let waitedWrites: Counter
     private let controlFloods: Counter
     /// What the counters above were last advanced to (ServerStats counts; the registry's counters only grow).
     private let exported = Mutex<[String: Int]>([:])
@@ -98,6 +99,10 @@ public final class ServerMetrics: Sendable {
             name: "chat_server_stalled_writes_total",
             help: "Writes ended by the stall limit (the peer read nothing for that long)."
         )
+        self.waitedWrites = registry.makeCounter(
+            name: "chat_server_flow_control_waits_total",
+            help: "Writes that waited for room (the peer's flow-control window or chatd's budgets were full)."
+        )
         self.controlFloods = registry.makeCounter(
             name: "chat_server_control_frame_floods_total",
             help: "Connections closed with ENHANCE_YOUR_CALM for queueing too many control frames."
@@ -118,6 +123,7 @@ public final class ServerMetrics: Sendable {
         self.advance(self.refusedConnections, "refused", to: server.refused(.tooManyConnections))
         self.advance(self.refusedHandshakes, "handshakes", to: server.refused(.tooManyHandshakes))
         self.advance(self.stalledWrites, "stalls", to: server.stalledWrites)
+        self.advance(self.waitedWrites, "waits", to: server.waitedWrites)
         self.advance(self.controlFloods, "floods", to: server.controlFrameFloods)
         return self.registry.emitToString()
     }

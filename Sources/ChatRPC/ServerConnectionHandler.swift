@@ -540,6 +540,8 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             self.pump()
             if self.scheduler.hasRoom(stream) || call.state.isFinished { return eventLoop.makeSucceededVoidFuture() }
         }
+        // Flow control holds this write back: the peer's window or chatd's budget is full.
+        self.stats.writeWaited()
         let promise = eventLoop.makePromise(of: Void.self)
         let limit = stallLimit ?? self.configuration.stallLimit
         let timer = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) {

@@ -21,6 +21,7 @@ public final class ServerStats: Sendable {
     private let refusedHandshakes = Atomic<Int>(0)
     private let controlFloods = Atomic<Int>(0)
     private let stalls = Atomic<Int>(0)
+    private let waits = Atomic<Int>(0)
 
     public init() {}
 
@@ -48,6 +49,8 @@ public final class ServerStats: Sendable {
     public var controlFrameFloods: Int { self.controlFloods.load(ordering: .relaxed) }
     /// Writes that ended with the stall limit (the peer read nothing for that long).
     public var stalledWrites: Int { self.stalls.load(ordering: .relaxed) }
+    /// Writes that had to wait for room (the peer's flow-control window or chatd's budgets were full).
+    public var waitedWrites: Int { self.waits.load(ordering: .relaxed) }
 
     /// Admits a new connection within the limits, or counts the refusal.
     func admit(maxConnections: Int, maxHandshaking: Int) -> Refusal? {
@@ -74,4 +77,5 @@ public final class ServerStats: Sendable {
     func inboundChanged(by delta: Int) { if delta != 0 { self.inbound.add(delta, ordering: .relaxed) } }
     func controlFrameFlood() { self.controlFloods.add(1, ordering: .relaxed) }
     func writeStalled() { self.stalls.add(1, ordering: .relaxed) }
+    func writeWaited() { self.waits.add(1, ordering: .relaxed) }
 }

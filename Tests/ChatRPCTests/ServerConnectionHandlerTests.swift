@@ -214,13 +214,15 @@ struct ServerConnectionHandlerTests {
         try await harness.finish()
     }
 
-    @Test("stall limit: the write fails RESOURCE_EXHAUSTED; TRAILERS stuck behind unread data give way to CANCEL")
+    @Test("stall limit: a write waits, then fails RESOURCE_EXHAUSTED; TRAILERS behind unread data give way to CANCEL")
     func stallThenCancel() async throws {
         let harness = try await Harness(peer: RawPeer.hugeWindows) { $0.stallLimit = .seconds(5) }
         await harness.setWritable(false)
         try await harness.call(1, Routes.stream.path, WatchThreadRequest(afterSeq: 2_000))
         let budget = OutboundBudget().perStream
         try await harness.until("the stream fills its budget") { harness.stats.bufferedOutboundBytes >= budget }
+        // The handler's write now waits for room (counted: chat_server_flow_control_waits_total).
+        try await harness.until("the write waits") { harness.stats.waitedWrites == 1 }
         await harness.loop.advanceTime(by: .seconds(4))
         #expect(harness.stats.stalledWrites == 0)
         await harness.loop.advanceTime(by: .seconds(1))
