@@ -138,7 +138,7 @@ extension AppConfiguration {
         var lines = [
             "listen: \(server.host):\(server.port)",
             "admin-listen: \(self.admin.map { "\($0.host):\($0.port)" } ?? "off")",
-            "otlp-traces-endpoint: \(self.tracing?.destination ?? "off")",
+            "otlp-traces-endpoint: \(self.tracing.map { Self.redacted($0.destination) } ?? "off")",
             "trace-sample-ratio: \(self.tracing.map { "\($0.sampleRatio)" } ?? "off")",
             "database-url: \(Self.redacted(self.databaseURL))",
             "pool-size: \(self.pool.size)",

@@ -34,8 +34,14 @@ public struct CallContext: Sendable {
     public let deadline: ContinuousClock.Instant?
     /// The caller's trace context, checked; nil when the header has none.
     public let trace: CallTrace?
-    /// The trace id in the call's log lines: the server span's when the call is traced, else the caller's.
-    public var traceID: String?
+    /// The trace id in the call's log lines: the caller's, or the one a new trace's server span began (written
+    /// out only when a line is logged: most calls log none).
+    public var traceID: String? {
+        get { self.newTraceID ?? self.trace?.traceIDHex }
+        set { self.newTraceID = newValue }
+    }
+    /// The trace id of a trace the server span began (the caller sent none).
+    private var newTraceID: String?
     /// Who is calling, once the authentication interceptor has verified it; nil for public methods.
     public var principal: Principal?
     /// The tenant the caller acts for, once authenticated.
@@ -73,7 +79,6 @@ public struct CallContext: Sendable {
         self.peerIdentity = peerIdentity
         self.deadline = deadline
         self.trace = trace
-        self.traceID = trace?.traceIDHex
         self.baseLogger = logger
         self.principal = principal
     }

@@ -54,7 +54,8 @@ struct CallExecutor: Sendable {
             span.attributes["rpc.method"] = String(path[path.index(after: slash)...])
         }
         var context = context
-        context.traceID = tracing.traceID(span.context) ?? context.traceID
+        // A child keeps its parent's trace id: only a new trace has one to read out.
+        if context.trace == nil { context.traceID = tracing.traceID(span.context) }
         let spanContext = span.context
         let status = await ServiceContext.withValue(spanContext) { [context] in
             await self.runCall(method, request: request, context: context, sink: sink)

@@ -45,6 +45,11 @@ public enum OTLPTracing {
         if let sampler = Sampler.parentBasedTraceIDRatio(ratio: settings.sampleRatio) {
             configuration.traces.sampler = sampler
         }
+        // Batches sized for a busy server: spans go every second, or as soon as 2048 are waiting (one export), and
+        // up to 8192 wait before new ones are dropped (swift-otel logs each time it drops some).
+        configuration.traces.batchSpanProcessor.scheduleDelay = .seconds(1)
+        configuration.traces.batchSpanProcessor.maxExportBatchSize = 2048
+        configuration.traces.batchSpanProcessor.maxQueueSize = 8192
         configuration.diagnosticLogger = .custom(logger)
         let backend = try OTel.makeTracingBackend(configuration: configuration)
         let tracing = CallTracing(tracer: backend.factory, traceID: { $0.otelTraceID })

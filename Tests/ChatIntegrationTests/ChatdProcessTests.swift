@@ -525,6 +525,23 @@ struct ChatdProcessTests {
         #expect(lines.contains("database-url: postgresql://chat_app:***@db.internal/chat"))
         #expect(!printed.output.contains("hunter2"), "the password is never printed")
         #expect(!printed.output.contains(Data(repeating: 9, count: 32).base64EncodedString()))
+        #expect(lines.contains("otlp-traces-endpoint: off") && lines.contains("trace-sample-ratio: off"))
+
+        // Tracing and a JWKS URL (not fetched to print): shown, the collector's credentials redacted.
+        let traced = try await chatd(
+            environment + " CHATD_OTLP_TRACES_ENDPOINT='https://spans:s3cret@collector.internal:4318/v1/traces'"
+                + " CHATD_TRACE_SAMPLE_RATIO=0.25",
+            "serve --print-config --auth-jwks https://idp.internal/.well-known/jwks.json"
+        )
+        #expect(traced.status == 0, "\(traced.output)")
+        let tracedLines = Set(traced.output.split(separator: "\n").map(String.init))
+        #expect(tracedLines.contains("otlp-traces-endpoint: https://spans:***@collector.internal:4318/v1/traces"))
+        #expect(tracedLines.contains("trace-sample-ratio: 0.25"), "\(traced.output)")
+        #expect(!traced.output.contains("s3cret"))
+        #expect(
+            tracedLines.contains { $0.hasPrefix("auth-jwks: https://idp.internal/.well-known/jwks.json (") },
+            "\(traced.output)"
+        )
 
         // A variable that names no flag is an error, as a mistyped flag is; a switch takes true or false.
         let typo = try await chatd(environment + " CHATD_RATE_PER_USERS=9", "serve --print-config")
