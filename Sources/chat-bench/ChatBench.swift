@@ -47,6 +47,12 @@ struct ChatBench: AsyncParsableCommand {
     @Option(name: .customLong("duration"), help: "Seconds of measurement (after a 1 s warm-up).") var duration: Double =
         5
     @Option(name: .customLong("json"), help: "Append the result as a JSON line to this file.") var json: String?
+    @Flag(
+        name: .customLong("trace-context"),
+        help: "unary-health, send, list: every call carries a new sampled W3C trace context in its header."
+    )
+    var traceContext = false
+    @Option(name: .customLong("label"), help: "A label for the result (its JSON row's \"label\").") var label: String?
 
     func validate() throws {
         guard ["unary-health", "send", "list", "live", "idle", "stream", "hostile"].contains(self.scenario) else {
@@ -125,33 +131,50 @@ struct ChatBench: AsyncParsableCommand {
         for client in clients { _ = try await client.healthCheck(HealthCheckRequest()) }
         let call: @Sendable (ChatClient, Int, Int) async throws -> Void
         var extra: [String: Any] = [:]
+        if let label = self.label { extra["label"] = label }
+        if self.traceContext { extra["trace_context"] = true }
+        let traced = self.traceContext
+        // A new caller span for each call, or none.
+        let options: @Sendable () -> CallOptions = {
+            guard traced else { return CallOptions() }
+            var random = SystemRandomNumberGenerator()
+            let trace = TraceContext(
+                traceId: (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) | 1 },
+                spanId: (0..<8).map { _ in UInt8.random(in: 0...255, using: &random) | 1 },
+                flags: 1
+            )
+            return CallOptions(trace: trace)
+        }
         switch self.scenario {
         case "send":
             // Durable sends: each call commits one message to one of the tenant's threads, round robin.
             let threads = try await Self.threadIDs(clients[0], limit: max(self.threads, self.concurrency))
             let body = String(repeating: "x", count: self.bodyBytes)
             let run = UUID().uuidString.prefix(8)
-            extra = ["threads": threads.count, "body_bytes": self.bodyBytes]
+            extra["threads"] = threads.count
+            extra["body_bytes"] = self.bodyBytes
             call = { client, worker, iteration in
                 _ = try await client.sendMessage(
                     SendMessageRequest(
                         threadId: threads[(worker + iteration * 7919) % threads.count],
                         body: body,
                         idempotencyKey: "\(run)-\(worker)-\(iteration)"
-                    )
+                    ),
+                    options: options()
                 )
             }
         case "list":
             // The latest 50 messages of a random thread.
             let threads = try await Self.threadIDs(clients[0], limit: self.threads)
-            extra = ["threads": threads.count]
+            extra["threads"] = threads.count
             call = { client, _, _ in
                 _ = try await client.listMessages(
-                    ListMessagesRequest(threadId: threads.randomElement()!, page: PageRequest(pageSize: 50))
+                    ListMessagesRequest(threadId: threads.randomElement()!, page: PageRequest(pageSize: 50)),
+                    options: options()
                 )
             }
         default:
-            call = { client, _, _ in _ = try await client.healthCheck(HealthCheckRequest()) }
+            call = { client, _, _ in _ = try await client.healthCheck(HealthCheckRequest(), options: options()) }
         }
 
         let clock = ContinuousClock()

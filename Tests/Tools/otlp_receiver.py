@@ -4,7 +4,8 @@ with the official OTLP protobuf definitions (the opentelemetry-proto package) an
 line on stdout. The first line is {"port": N}, the port it listens on (127.0.0.1, chosen by the kernel).
 
 Anything else it is sent (another path, a body that does not decode) is answered 400 and printed as
-{"error": ...}, so that a test sees it.
+{"error": ...}, so that a test sees it. With --discard (the benchmark's sink) it answers every export at once
+without decoding it, and prints nothing but the port.
 """
 import json
 import sys
@@ -30,6 +31,9 @@ def emit(record):
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if DISCARD:
+            self.answer()
+            return
         request = ExportTraceServiceRequest()
         try:
             if self.path != "/v1/traces":
@@ -58,6 +62,9 @@ class Handler(BaseHTTPRequestHandler):
                             "attributes": {a.key: value(a.value) for a in span.attributes},
                         }
                     )
+        self.answer()
+
+    def answer(self):
         answer = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -69,6 +76,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+DISCARD = "--discard" in sys.argv[1:]
 server = HTTPServer(("127.0.0.1", 0), Handler)
 emit({"port": server.server_address[1]})
 server.serve_forever()
