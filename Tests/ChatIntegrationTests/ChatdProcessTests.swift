@@ -163,6 +163,18 @@ final class ChatdProcess: Sendable {
         return "Bearer " + minted.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// A key rotation at the identity provider: a new Ed25519 key with id `kid` becomes the only key of the JWKS in
+    /// the instance's directory (the file it watches, or the one its JWKS URL serves). Returns the key's path.
+    func publishNewKey(kid: String) async throws -> String {
+        let key = "\(self.directory)/rotated-\(kid).pem"
+        #expect(
+            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", key]).status == 0
+        )
+        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", key, "--kid", kid])
+        try jwks.output.write(toFile: "\(self.directory)/jwks.json", atomically: true, encoding: .utf8)
+        return key
+    }
+
     /// Waits until the instance answers its health check.
     func waitServing(_ client: ChatClient) async throws {
         var serving = false
@@ -368,12 +380,7 @@ struct ChatdProcessTests {
         try await chatd.waitServing(old)
         _ = try await old.listThreads(ListThreadsRequest())  // verified, and now in the cache of verified tokens
 
-        let newKey = "\(chatd.directory)/rotated.pem"
-        #expect(
-            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", newKey]).status == 0
-        )
-        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", newKey, "--kid", "q"])
-        try jwks.output.write(toFile: "\(chatd.directory)/jwks.json", atomically: true, encoding: .utf8)
+        let newKey = try await chatd.publishNewKey(kid: "q")
         let rotated = try chatd.client(
             try await chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
             group: group

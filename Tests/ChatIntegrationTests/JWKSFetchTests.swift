@@ -56,12 +56,7 @@ struct JWKSFetchTests {
         #expect(fetches() == 1, "one fetch before serving: \(idp.lines)")
 
         // The provider rotates: key "q" published, "p" withdrawn.
-        let newKey = "\(directory)/rotated.pem"
-        #expect(
-            try await runProgram("/usr/bin/openssl", ["genpkey", "-algorithm", "ed25519", "-out", newKey]).status == 0
-        )
-        let jwks = try await runProgram(CLITests.chatctl, ["token", "jwks", "--key", newKey, "--kid", "q"])
-        try jwks.output.write(toFile: "\(directory)/jwks.json", atomically: true, encoding: .utf8)
+        let newKey = try await chatd.publishNewKey(kid: "q")
         let rotated = try chatd.client(
             try await chatd.token(role: "tenant_admin", sub: "after", key: newKey, kid: "q"),
             group: group
