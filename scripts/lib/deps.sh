@@ -22,17 +22,19 @@ ensure_all_packages() {
         postgresql postgresql-contrib openssl prometheus
 }
 
-# The Python packages the tests need, from PyPI, in a virtualenv of the checkout's own (made once): the official
-# OTLP protobuf definitions, which the tracing test's receiver decodes chatd's spans with. Sets CHAT_TEST_PYTHON.
+# The Python packages the tests need, from PyPI, in a virtualenv of the checkout's own (made once, and again when
+# scripts/lib/python-test-requirements.txt changes). Sets CHAT_TEST_PYTHON.
 ensure_python_test_env() {
     local venv=$PWD/.build-python
-    if ! "$venv/bin/python" -c "import opentelemetry.proto" 2>/dev/null; then
+    local requirements=$PWD/scripts/lib/python-test-requirements.txt
+    if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
         rm -rf "$venv"
         if ! python3 -m venv "$venv" 2>/dev/null; then
             ensure_packages python3-venv
             /usr/bin/python3 -m venv "$venv"
         fi
-        "$venv/bin/pip" install -q --disable-pip-version-check "opentelemetry-proto==1.45.2" >&2
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" >&2
+        cp "$requirements" "$venv/requirements.txt"
     fi
     export CHAT_TEST_PYTHON=$venv/bin/python
 }

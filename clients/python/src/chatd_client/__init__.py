@@ -1,0 +1,28 @@
+"""A client for chatd's chat/1 protocol.
+
+The message classes generated from chatd's contract (`proto/chat/v1`) are in `chatd_client.proto`, e.g.
+`from chatd_client.proto import rpc_pb2, threads_pb2`. The framing of docs/PROTOCOL.md is in `chatd_client.wire`.
+"""
+
+from chatd_client.proto import (
+    common_pb2,
+    events_pb2,
+    health_pb2,
+    live_pb2,
+    messages_pb2,
+    privacy_pb2,
+    rpc_pb2,
+    threads_pb2,
+)
+
+__all__ = [
+    "common_pb2",
+    "events_pb2",
+    "health_pb2",
+    "live_pb2",
+    "messages_pb2",
+    "privacy_pb2",
+    "rpc_pb2",
+    "threads_pb2",
+]
+__version__ = "0.1.0"
