@@ -12,7 +12,6 @@ struct AdminTests {
     @Test("/readyz: ready; unready while PostgreSQL is down, ready when it is back; unready once draining")
     func readinessFollowsTheDatabaseAndTheDrain() async throws {
         let cluster = try await PrivateCluster.start()
-        defer { cluster.remove() }
         let harness = try await ServiceHarness(sharing: cluster.database, admin: true)
         let admin = try #require(harness.adminPort)
         #expect(try await httpGet(port: admin, "/readyz") == (200, "ready\n"))
@@ -40,6 +39,7 @@ struct AdminTests {
         await harness.server.drain()
         #expect(try await httpGet(port: admin, "/readyz") == (503, "draining: shutting down\n"))
         try await harness.stop()
+        await cluster.remove()
     }
 
     @Test("a database whose schema is behind this binary is not ready, and says to migrate")

@@ -459,7 +459,6 @@ struct LiveRestartTests {
     @Test("streams stay open across a restart and deliver every message once, in order")
     func streamsSurviveRestart() async throws {
         let cluster = try await PrivateCluster.start()
-        defer { cluster.remove() }
         let database = cluster.database
         let harness = try await ServiceHarness(sharing: database)
         let guardian = try harness.client(.guardian, scope: [Fixture.learnerA1])
@@ -500,5 +499,6 @@ struct LiveRestartTests {
         await threadLog.cancel()
         await inboxLog.cancel()
         try await harness.stop()
+        await cluster.remove()
     }
 }

@@ -1,6 +1,7 @@
 internal import ChatTestSupport
 public import Foundation
 internal import Logging
+internal import Synchronization
 
 @testable internal import ChatStore
 
@@ -11,6 +12,8 @@ public final class PrivateCluster: Sendable {
     public let directory: String
     /// The migrated database on it.
     public let database: MigratedDatabase
+    /// Set once `remove()` has stopped it.
+    private let removed = Atomic<Bool>(false)
 
     private init(directory: String, database: MigratedDatabase) {
         self.directory = directory
@@ -60,9 +63,19 @@ public final class PrivateCluster: Sendable {
         try await TestDatabase.runScript(["scripts/pgcluster", "restart", self.directory])
     }
 
-    /// Stops the cluster and removes its files.
-    public func remove() {
-        _ = try? TestDatabase.runScriptBlocking(["scripts/pgcluster", "stop", self.directory])
+    /// Stops the cluster and removes its files (the stop runs off the cooperative pool: other tests' tasks need it
+    /// meanwhile).
+    public func remove() async {
+        _ = try? await TestDatabase.runScript(["scripts/pgcluster", "stop", self.directory])
         try? FileManager.default.removeItem(atPath: self.directory)
+        self.removed.store(true, ordering: .releasing)
+    }
+
+    deinit {
+        // A test that failed before `remove()`: the cluster is stopped all the same.
+        if !self.removed.load(ordering: .acquiring) {
+            _ = try? TestDatabase.runScriptBlocking(["scripts/pgcluster", "stop", self.directory])
+            try? FileManager.default.removeItem(atPath: self.directory)
+        }
     }
 }

@@ -7,8 +7,8 @@ import Testing
 @Suite("Migrations")
 struct MigratorTests {
     @Test("a second run on a migrated database is a no-op")
-    func idempotent() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func idempotent() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let owner = try PGConnection(conninfo: database.owner)
         let report = try Migrator().migrate(owner, logger: Logger(label: "test"))
         #expect(report.applied.isEmpty)
@@ -18,8 +18,8 @@ struct MigratorTests {
     }
 
     @Test("a failing migration is rolled back and not recorded")
-    func failingMigrationRollsBack() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func failingMigrationRollsBack() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let owner = try PGConnection(conninfo: database.owner)
         let broken = Migration(
             version: 9_999,
@@ -37,8 +37,8 @@ struct MigratorTests {
     }
 
     @Test("an applied migration that was edited is refused")
-    func editedMigration() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func editedMigration() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let owner = try PGConnection(conninfo: database.owner)
         let edited = Migrations.all.map { Migration(version: $0.version, name: $0.name, sql: $0.sql + "\n-- edit") }
         #expect {
@@ -49,8 +49,8 @@ struct MigratorTests {
     }
 
     @Test("the application role is not owner, not superuser and cannot bypass row-level security")
-    func applicationRole() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func applicationRole() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let superuser = try PGConnection(conninfo: database.superuser)
         let role = try superuser.query(
             "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = 'chat_app'"

@@ -140,8 +140,8 @@ func seedEveryTable(_ database: MigratedDatabase) throws -> [String: String] {
 @Suite("Row-level security")
 struct RowLevelSecurityTests {
     @Test("catalog guard: every table with tenant data has RLS enabled, forced and a policy")
-    func catalogGuard() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func catalogGuard() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let superuser = try PGConnection(conninfo: database.superuser)
         #expect(try rowLevelSecurityViolations(superuser) == [])
         let tables = try superuser.query(
@@ -157,8 +157,8 @@ struct RowLevelSecurityTests {
     }
 
     @Test("catalog guard catches a new table without row-level security")
-    func catalogGuardCatchesNewTable() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func catalogGuardCatchesNewTable() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let owner = try PGConnection(conninfo: database.owner)
         try owner.query("CREATE TABLE chat.sneaky (tenant_id uuid NOT NULL, note text)")
         try owner.query("CREATE TABLE chat.half (tenant_id uuid NOT NULL)")
@@ -285,8 +285,8 @@ struct RowLevelSecurityTests {
     }
 
     @Test("with no context, every table shows nothing and refuses inserts")
-    func noContextFailsClosed() throws {
-        let database = try TestDatabase.makeMigratedBlocking()
+    func noContextFailsClosed() async throws {
+        let database = try await TestDatabase.makeMigrated()
         let threads = try seedEveryTable(database)
         let app = try PGConnection(conninfo: database.app)
         for (table, insert) in tenantTables {
