@@ -1,9 +1,12 @@
 """A client for chatd's chat/1 protocol.
 
-The message classes generated from chatd's contract (`proto/chat/v1`) are in `chatd_client.proto`, e.g.
-`from chatd_client.proto import rpc_pb2, threads_pb2`. The framing of docs/PROTOCOL.md is in `chatd_client.wire`.
+`Client` makes calls over one TLS 1.3 connection (`chatd_client.connection`); errors are `ChatError`. The message
+classes generated from chatd's contract (`proto/chat/v1`) are in `chatd_client.proto`, e.g.
+`from chatd_client import rpc_pb2, threads_pb2`. The framing of docs/PROTOCOL.md is in `chatd_client.wire`.
 """
 
+from chatd_client.client import Client
+from chatd_client.errors import ChatError
 from chatd_client.proto import (
     common_pb2,
     events_pb2,
@@ -16,6 +19,8 @@ from chatd_client.proto import (
 )
 
 __all__ = [
+    "ChatError",
+    "Client",
     "common_pb2",
     "events_pb2",
     "health_pb2",
