@@ -7,7 +7,7 @@ import Testing
 /// (clients/python/tests_integration, pytest) get this instance's address, CA and a tenant admin's token.
 @Suite("The Python client against chatd")
 struct PythonClientTests {
-    @Test("calls, concurrency on one connection, typed errors, deadlines, backpressure (pytest)")
+    @Test("calls, concurrency on one connection, typed errors, deadlines, backpressure, the sync facade (pytest)")
     func pytestAgainstChatd() async throws {
         let python = try #require(
             ProcessInfo.processInfo.environment["CHAT_TEST_PYTHON"],
@@ -28,7 +28,7 @@ struct PythonClientTests {
             ]
         )
         #expect(run.status == 0, "\(run.output)")
-        #expect(run.output.contains("5 passed"), "\(run.output)")
+        #expect(run.output.contains("6 passed"), "\(run.output)")
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)
     }

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from chatd_client import ChatError, Client, health_pb2, live_pb2, messages_pb2, rpc_pb2, threads_pb2
+from chatd_client import ChatError, Client, SyncClient, health_pb2, live_pb2, messages_pb2, rpc_pb2, threads_pb2
 from chatd_client.connection import STREAM_WINDOW
 
 
@@ -158,3 +158,39 @@ def test_a_slow_reader_holds_the_server_back_and_then_reads_everything() -> None
             assert seen == 600
 
     asyncio.run(run())
+
+
+def test_the_synchronous_facade() -> None:
+    host, port = os.environ["CHATD_TEST_ADDRESS"].rsplit(":", 1)
+    token = os.environ["CHATD_TEST_TOKEN"]
+    with SyncClient(host, int(port), ca=os.environ["CHATD_TEST_CA"], token=lambda: token) as c:
+        created = c.unary(
+            "/chat.v1.ThreadService/CreateThread",
+            threads_pb2.CreateThreadRequest(learner_id=LEARNER, title="sync"),
+            threads_pb2.CreateThreadResponse,
+            idempotency_key=os.urandom(16),
+        )
+        for i in range(3):
+            c.unary(
+                "/chat.v1.MessageService/SendMessage",
+                messages_pb2.SendMessageRequest(thread_id=created.thread.id, body=f"s{i}", idempotency_key=f"s{i}"),
+                messages_pb2.SendMessageResponse,
+            )
+        seqs: list[int] = []
+        for response in c.stream(
+            "/chat.v1.LiveService/WatchThread",
+            live_pb2.WatchThreadRequest(thread_id=created.thread.id),
+            live_pb2.WatchThreadResponse,
+        ):
+            if response.event.HasField("message"):
+                seqs.append(response.event.message.message.seq)
+                if len(seqs) == 3:
+                    break  # cancels the stream on the server
+        assert seqs == [1, 2, 3]
+        with pytest.raises(ChatError) as missing:
+            c.unary(
+                "/chat.v1.ThreadService/GetThread",
+                threads_pb2.GetThreadRequest(thread_id="00000000-0000-4000-8000-00000000beef"),
+                threads_pb2.GetThreadResponse,
+            )
+        assert missing.value.code == rpc_pb2.STATUS_CODE_NOT_FOUND

@@ -7,6 +7,7 @@ classes generated from chatd's contract (`proto/chat/v1`) are in `chatd_client.p
 
 from chatd_client.client import Client
 from chatd_client.errors import ChatError
+from chatd_client.sync import SyncClient
 from chatd_client.proto import (
     common_pb2,
     events_pb2,
@@ -21,6 +22,7 @@ from chatd_client.proto import (
 __all__ = [
     "ChatError",
     "Client",
+    "SyncClient",
     "common_pb2",
     "events_pb2",
     "health_pb2",

@@ -1,0 +1,84 @@
+"""`SyncClient`: the synchronous facade for scripts and notebooks. The same calls as `Client`, each blocking until
+it ends; server streams are plain iterators. One event loop runs them, on a thread of the facade's own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from chatd_client.client import Client
+
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+class SyncClient:
+    """`with SyncClient(host, port, ca=..., token=...) as client: client.unary(...)`. Takes `Client`'s arguments."""
+
+    def __init__(self, host: str, port: int, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="chatd-client", daemon=True)
+        self._thread.start()
+        self._client = Client(host, port, **options)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _run(self, make: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def unary(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[ResponseT],
+        *,
+        timeout: float | None = None,
+        idempotency_key: bytes | None = None,
+        metadata: dict[str, bytes] | None = None,
+    ) -> ResponseT:
+        """`Client.unary`, blocking."""
+        response: ResponseT = self._run(
+            lambda: self._client.unary(
+                method, request, response_type, timeout=timeout, idempotency_key=idempotency_key, metadata=metadata
+            )
+        )
+        return response
+
+    def stream(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[ResponseT],
+        *,
+        timeout: float | None = None,
+        metadata: dict[str, bytes] | None = None,
+    ) -> Iterator[ResponseT]:
+        """`Client.stream` as an iterator; leaving it early (`break`, or closing it) cancels the call."""
+        responses = self._client.stream(method, request, response_type, timeout=timeout, metadata=metadata)
+        try:
+            while True:
+                try:
+                    item: ResponseT = self._run(responses.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            self._run(responses.aclose)
+
+    def close(self) -> None:
+        """Closes the connection and stops the facade's thread."""
+        if self._thread.is_alive():
+            self._run(self._client.close)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
