@@ -1,3 +1,4 @@
+internal import ChatDomain
 public import ChatProto
 public import Tracing
 
@@ -57,22 +58,11 @@ public struct CallTrace: Sendable, Hashable {
     }
 
     /// The trace id as 32 lowercase hex digits, as logs and trace backends show it.
-    public var traceIDHex: String { Self.hex(self.traceID) }
+    public var traceIDHex: String { Hex.encode(self.traceID) }
 
     /// The W3C `traceparent` value: `00-<trace id>-<span id>-<flags>`.
     public var traceparent: String {
-        "00-\(Self.hex(self.traceID))-\(Self.hex(self.spanID))-\(Self.hex([self.flags]))"
-    }
-
-    private static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
+        "00-\(Hex.encode(self.traceID))-\(Hex.encode(self.spanID))-\(Hex.encode([self.flags]))"
     }
 }
 

@@ -2,8 +2,9 @@ public import NIOCore
 
 /// Events the TLS handler sends up the pipeline.
 public enum TLSEvent: Sendable, Hashable {
-    /// The handshake completed with `chat/1` (`http/1.1` for an HTTPS client); `peerIdentity` is the common name of the peer's verified certificate:
-    /// on a server, the client's (mTLS), when it presented one; on a client, the server's.
+    /// The handshake completed with `chat/1` (`http/1.1` for an HTTPS client); `peerIdentity` is the common name of
+    /// the peer's verified certificate: on a server, the client's (mTLS), when it presented one; on a client, the
+    /// server's.
     case handshakeCompleted(applicationProtocol: String, peerIdentity: String?)
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ChatClient
+import ChatDomain
 import ChatProto
 import ChatRPC
 import Foundation
@@ -98,11 +99,11 @@ struct AuditCommand: AsyncParsableCommand {
                 VerifyAuditTrailRequest(anchorSeq: anchor?.seq ?? 0),
                 options: self.connection.callOptions
             )
-            let head = "\(report.headSeq):\(hex(report.headHash))"
+            let head = "\(report.headSeq):\(Hex.encode(report.headHash))"
             var problems = report.problems.map { problem in
                 "entry \(problem.seq == 0 ? "-" : String(problem.seq)), record \(problem.auditId): \(problem.description)"
             }
-            if let anchor, hex(report.anchorHash) != anchor.hash {
+            if let anchor, Hex.encode(report.anchorHash) != anchor.hash {
                 problems.append(
                     "entry \(anchor.seq) is not the one recorded earlier (\(anchor.seq):\(anchor.hash)): the trail was "
                         + (report.anchorHash.isEmpty ? "cut" : "rewritten")

@@ -23,11 +23,6 @@ func human(_ removed: RemovalCounts?) -> String {
         + "\(removed.readCursors) read cursors, \(removed.outboxPayloads) event payloads"
 }
 
-/// Lowercase hex.
-func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { String(format: "%02x", $0) }.joined()
-}
-
 /// An audit kind as the contract names it (`legal_hold_placed`); the number for one this version does not know.
 func text(_ kind: AuditKind) -> String {
     kind.name ?? String(kind.rawValue)

@@ -69,6 +69,9 @@ class _Stream:
     ended: bool = False
     #: Bytes of received messages the caller has not consumed yet (at most the stream window).
     buffered: int = 0
+    #: DATA bytes received and not yet credited back: more than the window advertised is the server's
+    #: FLOW_CONTROL_ERROR, so a server that ignores the window cannot make the client buffer without bound.
+    outstanding: int = 0
 
 
 class Connection:
@@ -232,6 +235,7 @@ class Connection:
                 return
 
     async def _return_stream_credit(self, stream: _Stream, amount: int) -> None:
+        stream.outstanding -= amount
         if stream.ended:
             return
         async with self._write_lock:
@@ -296,6 +300,12 @@ class Connection:
             stream = self._streams.get(frame.stream)
             if stream is None or stream.ended:
                 return
+            stream.outstanding += len(frame.payload)
+            if stream.outstanding > STREAM_WINDOW:
+                raise WireError(
+                    ErrorCode.FLOW_CONTROL_ERROR,
+                    f"stream {stream.id}: {stream.outstanding} bytes sent into a window of {STREAM_WINDOW}",
+                )
             try:
                 for message in stream.deframer.feed(frame.payload):
                     stream.buffered += len(message) + 5
