@@ -19,9 +19,21 @@ public struct SplitMix64: Sendable {
     }
 }
 
+/// Adds "close every descriptor from 3 up" to `actions` (glibc's posix_spawn_file_actions_addclosefrom_np, 2.34
+/// and later, which Swift's Glibc module does not declare). A spawned program must not inherit the sockets other
+/// tests hold: pg_ctl's postgres lives on, and a socket it inherited stays open when its test closes it.
+private func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
+        preconditionFailure("glibc 2.34 or later is required: posix_spawn_file_actions_addclosefrom_np")
+    }
+    let added = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+    precondition(added == 0, "posix_spawn_file_actions_addclosefrom_np: \(added)")
+}
+
 /// Runs a program to completion with posix_spawn and waitpid (Foundation's `Process.waitUntilExit` can hang in
 /// async tests) and returns its exit status and what it printed. Blocks the calling thread: from async code, use
-/// `runProgram`.
+/// `runProgram`. The program inherits no descriptor but its output (this process holds other tests' sockets).
 public func runProgramBlocking(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("chat-run-\(UUID()).txt").path
     defer { try? FileManager.default.removeItem(atPath: outputPath) }
@@ -30,6 +42,7 @@ public func runProgramBlocking(_ path: String, _ arguments: [String]) throws -> 
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    closeInheritedDescriptors(&actions)
     var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
@@ -91,13 +104,14 @@ public func waitUntil(
 }
 
 /// Starts a program (`argv[0]` is its path) with its standard output and error in `log`, and returns its pid; the
-/// caller waits for it.
+/// caller waits for it. It inherits no descriptor but its output, as with `runProgramBlocking`.
 public func spawnProgram(_ argv: [String], log: String) throws -> Int32 {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    closeInheritedDescriptors(&actions)
     var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { cArguments.forEach { free($0) } }
     var pid: pid_t = 0
@@ -108,7 +122,9 @@ public func spawnProgram(_ argv: [String], log: String) throws -> Int32 {
 
 /// A TCP connection to 127.0.0.1:`port` (a blocking socket the caller closes).
 public func connectTCP(port: Int) throws -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    // Close-on-exec: a program another test spawns meanwhile (pg_ctl's postgres lives on) must not inherit the
+    // socket, or closing it here would not end the connection.
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw POSIXError(.EMFILE) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
