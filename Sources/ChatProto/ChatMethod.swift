@@ -12,11 +12,15 @@ public struct ChatMethod<Request: ProtoMessage, Response: ProtoMessage>: Sendabl
     public let path: String
     /// Unary or server-streaming.
     public let kind: ChatMethodKind
+    /// Safe to retry as it is (the contract marks it NO_SIDE_EFFECTS or IDEMPOTENT); false for a mutation, which a
+    /// retry repeats unless it carries the first attempt's idempotency key.
+    public let idempotent: Bool
 
-    /// Creates a method descriptor.
-    public init(path: String, kind: ChatMethodKind) {
+    /// Creates a method descriptor (a mutation unless `idempotent`).
+    public init(path: String, kind: ChatMethodKind, idempotent: Bool = false) {
         self.path = path
         self.kind = kind
+        self.idempotent = idempotent
     }
 
     /// The untyped description, for routing and the method listing.
@@ -24,6 +28,7 @@ public struct ChatMethod<Request: ProtoMessage, Response: ProtoMessage>: Sendabl
         ChatMethodInfo(
             path: self.path,
             kind: self.kind,
+            idempotent: self.idempotent,
             requestType: Request.protoName,
             responseType: Response.protoName
         )
@@ -36,6 +41,8 @@ public struct ChatMethodInfo: Hashable, Sendable {
     public let path: String
     /// Unary or server-streaming.
     public let kind: ChatMethodKind
+    /// Safe to retry without an idempotency key (`ChatMethod.idempotent`).
+    public let idempotent: Bool
     /// The request's full proto name.
     public let requestType: String
     /// The response's full proto name.

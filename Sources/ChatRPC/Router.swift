@@ -78,8 +78,6 @@ struct MethodHandler: Sendable {
 /// The methods a server serves, by path.
 public struct Router: Sendable {
     var handlers: [String: MethodHandler] = [:]
-    /// The methods registered as mutations (not safe to retry without an idempotency key).
-    private var mutations: Set<String> = []
 
     /// Creates an empty router.
     public init() {}
@@ -87,16 +85,6 @@ public struct Router: Sendable {
     /// Every registered method, in path order.
     public var methods: [ChatMethodInfo] {
         self.handlers.values.map(\.info).sorted { $0.path < $1.path }
-    }
-
-    /// Marks a method as a mutation: retrying it is safe only with an idempotency key.
-    public mutating func markMutation(_ path: String) {
-        self.mutations.insert(path)
-    }
-
-    /// True when `path` was registered as a mutation.
-    public func isMutation(_ path: String) -> Bool {
-        self.mutations.contains(path)
     }
 
     /// Registers a unary method.

@@ -78,7 +78,7 @@ public enum MethodListService {
                 kind: method.kind == .unary ? .unary : .serverStreaming,
                 requestType: method.requestType,
                 responseType: method.responseType,
-                idempotent: !router.isMutation(method.path)
+                idempotent: method.idempotent
             )
         }
         let response = ListMethodsResponse(methods: infos, serverVersion: serverVersion, protocolVersion: "chat/1")

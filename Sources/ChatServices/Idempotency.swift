@@ -195,14 +195,14 @@ public struct Idempotency: Sendable {
 }
 
 extension Router {
-    /// Registers a unary mutation: marked as not idempotent in the method listing, and run under the call's
-    /// idempotency key (`Idempotency`).
+    /// Registers a unary mutation (the contract gives it no idempotency_level), run under the call's idempotency
+    /// key (`Idempotency`).
     public mutating func register<Request, Response>(
         mutation method: ChatMethod<Request, Response>,
         idempotency: Idempotency,
         _ handler: @escaping @Sendable (Request, CallContext) async throws -> Response
     ) {
-        self.markMutation(method.path)
+        precondition(!method.idempotent, "\(method.path) is marked idempotent in proto/: not a mutation")
         self.register(method) { request, context in
             try await idempotency.run(method, request, context, handler)
         }

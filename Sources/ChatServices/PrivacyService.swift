@@ -40,8 +40,8 @@ public struct PrivacyService: Sendable {
 
     /// Registers the methods.
     public func register(in router: inout Router) {
-        // A retried sweep sweeps what is left (its own audit record each time): a mutation, run without a key.
-        router.markMutation(ChatMethods.PrivacyService.runRetentionSweep.path)
+        // RunRetentionSweep is a mutation the contract runs without a key: a retried sweep sweeps what is left (its
+        // own audit record each time).
         router.register(ChatMethods.PrivacyService.exportLearnerData) { request, context, writer in
             try await self.export(request, context, writer)
         }
@@ -314,9 +314,17 @@ public struct PrivacyService: Sendable {
                 "erasure refused: legal hold",
                 metadata: ["learner": "\(learner)", "audit": "\(auditID)"]
             )
+            let description = "learner \(learner) is under \(Self.describe(hold)); release the hold before erasing"
             throw RPCError(
                 .failedPrecondition,
-                "learner \(learner) is under \(Self.describe(hold)); release the hold before erasing"
+                description,
+                details: [
+                    StatusDetail(
+                        detail: .preconditionFailure(
+                            PreconditionFailure(type: "LEGAL_HOLD", subject: learner, description: description)
+                        )
+                    )
+                ]
             )
         case .erased(let auditID, let removed, let threadIDs, let completedAt):
             // The erased threads' streams see their thread gone, say so and end.

@@ -29,7 +29,19 @@ final class ChatdProcess: Sendable {
     /// Its files (keys, JWKS, log), removed with it.
     let directory: String
 
-    private init(pid: pid_t, port: Int, adminPort: Int, directory: String, signingKey: String) {
+    /// Its command line without the listen addresses and a test's own arguments (`prepare`): another instance
+    /// started with it shares the database, the keys and the tokens.
+    let baseArguments: [String]
+
+    private init(
+        pid: pid_t,
+        port: Int,
+        adminPort: Int,
+        directory: String,
+        signingKey: String,
+        baseArguments: [String]
+    ) {
+        self.baseArguments = baseArguments
         self.pid = pid
         self.port = port
         self.adminPort = adminPort
@@ -76,6 +88,25 @@ final class ChatdProcess: Sendable {
     static func start(database: MigratedDatabase, directory: String, arguments: [String] = []) async throws
         -> ChatdProcess
     {
+        let base = try await Self.prepare(database: database, directory: directory)
+        let argv = base + ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + arguments
+        let log = "\(directory)/chatd.log"
+        let pid = try spawnProgram(argv, log: log)
+        let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
+        return ChatdProcess(
+            pid: pid,
+            port: port,
+            adminPort: adminPort,
+            directory: directory,
+            signingKey: "\(directory)/signing.pem",
+            baseArguments: base
+        )
+    }
+
+    /// Writes an instance's files into `directory` (the signing key `signing.pem` and its JWKS, the seal keys, a
+    /// copy of the server's TLS pair) and returns chatd's command line for them, without the listen addresses:
+    /// every instance started with it shares the database and accepts the same tokens.
+    static func prepare(database: MigratedDatabase, directory: String) async throws -> [String] {
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let key = "\(directory)/signing.pem"
         #expect(
@@ -88,23 +119,18 @@ final class ChatdProcess: Sendable {
             atomically: true,
             encoding: .utf8
         )
-        let log = "\(directory)/chatd.log"
         // Its own copy of the server's pair, which a test may rotate.
         for file in ["server.pem", "server.key"] {
             try FileManager.default.copyItem(atPath: "\(tls)/\(file)", toPath: "\(directory)/\(file)")
         }
-        let argv =
-            [
-                Self.binary, "--database-url", database.app, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                "--tls-certificate", "\(directory)/server.pem", "--tls-key", "\(directory)/server.key",
-                "--auth-jwks", "\(directory)/jwks.json", "--auth-issuer", "test", "--retention-interval", "0",
-                "--token-seal-keys", "\(directory)/seal.keys",
-                // info: the "listening" line names the port.
-                "--log-level", "info",
-            ] + arguments
-        let pid = try spawnProgram(argv, log: log)
-        let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
-        return ChatdProcess(pid: pid, port: port, adminPort: adminPort, directory: directory, signingKey: key)
+        return [
+            Self.binary, "--database-url", database.app,
+            "--tls-certificate", "\(directory)/server.pem", "--tls-key", "\(directory)/server.key",
+            "--auth-jwks", "\(directory)/jwks.json", "--auth-issuer", "test", "--retention-interval", "0",
+            "--token-seal-keys", "\(directory)/seal.keys",
+            // info: the "listening" line names the port.
+            "--log-level", "info",
+        ]
     }
 
     struct DidNotListen: Error, CustomStringConvertible {

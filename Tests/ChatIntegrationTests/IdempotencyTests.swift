@@ -121,6 +121,14 @@ struct IdempotencyTests {
         #expect(methods.first { $0.name.hasSuffix("/CreateThread") }?.idempotent == false)
         #expect(methods.first { $0.name.hasSuffix("/RunRetentionSweep") }?.idempotent == false)
         #expect(methods.first { $0.name.hasSuffix("/ListThreads") }?.idempotent == true)
+        // proto/ marks them (no idempotency_level): exactly the unary ones above, so none is left unchecked.
+        let unaryMutations = methods.filter { !$0.idempotent && $0.kind == .unary }
+        #expect(
+            Set(unaryMutations.map { String($0.name.split(separator: "/").last ?? "") }) == [
+                "CreateThread", "UpdateThread", "SendMessage", "EditMessage", "MarkRead", "DeleteMessage",
+                "PlaceLegalHold", "ReleaseLegalHold", "SetRetentionPolicy", "EraseLearnerData", "DeleteThread",
+            ]
+        )
         await admin.close()
         await officer.close()
         try await harness.stop()

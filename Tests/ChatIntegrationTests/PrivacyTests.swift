@@ -324,6 +324,11 @@ struct PrivacyTests {
             #expect(error.code == .failedPrecondition)
             #expect(error.message.contains("legal hold") && error.message.contains("litigation 2026-17"))
             #expect(error.message.contains("admin-1"))
+            let failures = error.details.compactMap { detail -> PreconditionFailure? in
+                if case .preconditionFailure(let failure) = detail.detail { return failure }
+                return nil
+            }
+            #expect(failures.map(\.type) == ["LEGAL_HOLD"] && failures.map(\.subject) == [Fixture.learnerA1])
         }
         let remaining = try await superuserQuery(
             harness.database,

@@ -490,7 +490,8 @@ def methods_file(model):
                 w("/// `/%s.%s/%s`" % (f.package, s.name, meth.name))
                 w("public static let %s = ChatMethod<%s, %s>(" % (var, req, resp))
                 w.indent()
-                w('path: "/%s.%s/%s", kind: %s' % (f.package, s.name, meth.name, kind))
+                w('path: "/%s.%s/%s", kind: %s, idempotent: %s'
+                  % (f.package, s.name, meth.name, kind, "true" if is_idempotent(meth) else "false"))
                 w.dedent()
                 w(")")
                 entries.append("%s.%s.info" % (s.name, var))
@@ -507,6 +508,13 @@ def methods_file(model):
     w.dedent()
     w("}")
     return w.text()
+
+
+def is_idempotent(method):
+    """The contract's word on retries: NO_SIDE_EFFECTS or IDEMPOTENT is safe to retry as it is; a method without an
+    idempotency_level is a mutation (a retry is safe only with the same idempotency key)."""
+    return method.options.idempotency_level in (
+        descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT)
 
 
 def stub_name(service, method):

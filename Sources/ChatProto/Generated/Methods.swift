@@ -8,7 +8,7 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.EventService"
         /// `/chat.v1.EventService/SubscribeEvents`
         public static let subscribeEvents = ChatMethod<SubscribeEventsRequest, SubscribeEventsResponse>(
-            path: "/chat.v1.EventService/SubscribeEvents", kind: .serverStreaming
+            path: "/chat.v1.EventService/SubscribeEvents", kind: .serverStreaming, idempotent: true
         )
     }
 
@@ -18,11 +18,11 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.HealthService"
         /// `/chat.v1.HealthService/Check`
         public static let check = ChatMethod<HealthCheckRequest, HealthCheckResponse>(
-            path: "/chat.v1.HealthService/Check", kind: .unary
+            path: "/chat.v1.HealthService/Check", kind: .unary, idempotent: true
         )
         /// `/chat.v1.HealthService/Watch`
         public static let watch = ChatMethod<HealthCheckRequest, HealthCheckResponse>(
-            path: "/chat.v1.HealthService/Watch", kind: .serverStreaming
+            path: "/chat.v1.HealthService/Watch", kind: .serverStreaming, idempotent: true
         )
     }
 
@@ -32,7 +32,7 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.MethodListService"
         /// `/chat.v1.MethodListService/ListMethods`
         public static let listMethods = ChatMethod<ListMethodsRequest, ListMethodsResponse>(
-            path: "/chat.v1.MethodListService/ListMethods", kind: .unary
+            path: "/chat.v1.MethodListService/ListMethods", kind: .unary, idempotent: true
         )
     }
 
@@ -42,31 +42,31 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.MessageService"
         /// `/chat.v1.MessageService/SendMessage`
         public static let sendMessage = ChatMethod<SendMessageRequest, SendMessageResponse>(
-            path: "/chat.v1.MessageService/SendMessage", kind: .unary
+            path: "/chat.v1.MessageService/SendMessage", kind: .unary, idempotent: false
         )
         /// `/chat.v1.MessageService/GetMessage`
         public static let getMessage = ChatMethod<GetMessageRequest, GetMessageResponse>(
-            path: "/chat.v1.MessageService/GetMessage", kind: .unary
+            path: "/chat.v1.MessageService/GetMessage", kind: .unary, idempotent: true
         )
         /// `/chat.v1.MessageService/ListMessages`
         public static let listMessages = ChatMethod<ListMessagesRequest, ListMessagesResponse>(
-            path: "/chat.v1.MessageService/ListMessages", kind: .unary
+            path: "/chat.v1.MessageService/ListMessages", kind: .unary, idempotent: true
         )
         /// `/chat.v1.MessageService/EditMessage`
         public static let editMessage = ChatMethod<EditMessageRequest, EditMessageResponse>(
-            path: "/chat.v1.MessageService/EditMessage", kind: .unary
+            path: "/chat.v1.MessageService/EditMessage", kind: .unary, idempotent: false
         )
         /// `/chat.v1.MessageService/DeleteMessage`
         public static let deleteMessage = ChatMethod<DeleteMessageRequest, DeleteMessageResponse>(
-            path: "/chat.v1.MessageService/DeleteMessage", kind: .unary
+            path: "/chat.v1.MessageService/DeleteMessage", kind: .unary, idempotent: false
         )
         /// `/chat.v1.MessageService/ListMessageEdits`
         public static let listMessageEdits = ChatMethod<ListMessageEditsRequest, ListMessageEditsResponse>(
-            path: "/chat.v1.MessageService/ListMessageEdits", kind: .unary
+            path: "/chat.v1.MessageService/ListMessageEdits", kind: .unary, idempotent: true
         )
         /// `/chat.v1.MessageService/MarkRead`
         public static let markRead = ChatMethod<MarkReadRequest, MarkReadResponse>(
-            path: "/chat.v1.MessageService/MarkRead", kind: .unary
+            path: "/chat.v1.MessageService/MarkRead", kind: .unary, idempotent: false
         )
     }
 
@@ -76,23 +76,23 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.ThreadService"
         /// `/chat.v1.ThreadService/CreateThread`
         public static let createThread = ChatMethod<CreateThreadRequest, CreateThreadResponse>(
-            path: "/chat.v1.ThreadService/CreateThread", kind: .unary
+            path: "/chat.v1.ThreadService/CreateThread", kind: .unary, idempotent: false
         )
         /// `/chat.v1.ThreadService/GetThread`
         public static let getThread = ChatMethod<GetThreadRequest, GetThreadResponse>(
-            path: "/chat.v1.ThreadService/GetThread", kind: .unary
+            path: "/chat.v1.ThreadService/GetThread", kind: .unary, idempotent: true
         )
         /// `/chat.v1.ThreadService/ListThreads`
         public static let listThreads = ChatMethod<ListThreadsRequest, ListThreadsResponse>(
-            path: "/chat.v1.ThreadService/ListThreads", kind: .unary
+            path: "/chat.v1.ThreadService/ListThreads", kind: .unary, idempotent: true
         )
         /// `/chat.v1.ThreadService/UpdateThread`
         public static let updateThread = ChatMethod<UpdateThreadRequest, UpdateThreadResponse>(
-            path: "/chat.v1.ThreadService/UpdateThread", kind: .unary
+            path: "/chat.v1.ThreadService/UpdateThread", kind: .unary, idempotent: false
         )
         /// `/chat.v1.ThreadService/DeleteThread`
         public static let deleteThread = ChatMethod<DeleteThreadRequest, DeleteThreadResponse>(
-            path: "/chat.v1.ThreadService/DeleteThread", kind: .unary
+            path: "/chat.v1.ThreadService/DeleteThread", kind: .unary, idempotent: false
         )
     }
 
@@ -102,11 +102,11 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.LiveService"
         /// `/chat.v1.LiveService/WatchThread`
         public static let watchThread = ChatMethod<WatchThreadRequest, WatchThreadResponse>(
-            path: "/chat.v1.LiveService/WatchThread", kind: .serverStreaming
+            path: "/chat.v1.LiveService/WatchThread", kind: .serverStreaming, idempotent: true
         )
         /// `/chat.v1.LiveService/WatchInbox`
         public static let watchInbox = ChatMethod<WatchInboxRequest, WatchInboxResponse>(
-            path: "/chat.v1.LiveService/WatchInbox", kind: .serverStreaming
+            path: "/chat.v1.LiveService/WatchInbox", kind: .serverStreaming, idempotent: true
         )
     }
 
@@ -116,43 +116,43 @@ public enum ChatMethods {
         public static let serviceName = "chat.v1.PrivacyService"
         /// `/chat.v1.PrivacyService/ExportLearnerData`
         public static let exportLearnerData = ChatMethod<ExportLearnerDataRequest, ExportLearnerDataResponse>(
-            path: "/chat.v1.PrivacyService/ExportLearnerData", kind: .serverStreaming
+            path: "/chat.v1.PrivacyService/ExportLearnerData", kind: .serverStreaming, idempotent: true
         )
         /// `/chat.v1.PrivacyService/EraseLearnerData`
         public static let eraseLearnerData = ChatMethod<EraseLearnerDataRequest, EraseLearnerDataResponse>(
-            path: "/chat.v1.PrivacyService/EraseLearnerData", kind: .unary
+            path: "/chat.v1.PrivacyService/EraseLearnerData", kind: .unary, idempotent: false
         )
         /// `/chat.v1.PrivacyService/PlaceLegalHold`
         public static let placeLegalHold = ChatMethod<PlaceLegalHoldRequest, PlaceLegalHoldResponse>(
-            path: "/chat.v1.PrivacyService/PlaceLegalHold", kind: .unary
+            path: "/chat.v1.PrivacyService/PlaceLegalHold", kind: .unary, idempotent: false
         )
         /// `/chat.v1.PrivacyService/ReleaseLegalHold`
         public static let releaseLegalHold = ChatMethod<ReleaseLegalHoldRequest, ReleaseLegalHoldResponse>(
-            path: "/chat.v1.PrivacyService/ReleaseLegalHold", kind: .unary
+            path: "/chat.v1.PrivacyService/ReleaseLegalHold", kind: .unary, idempotent: false
         )
         /// `/chat.v1.PrivacyService/ListLegalHolds`
         public static let listLegalHolds = ChatMethod<ListLegalHoldsRequest, ListLegalHoldsResponse>(
-            path: "/chat.v1.PrivacyService/ListLegalHolds", kind: .unary
+            path: "/chat.v1.PrivacyService/ListLegalHolds", kind: .unary, idempotent: true
         )
         /// `/chat.v1.PrivacyService/GetRetentionPolicy`
         public static let getRetentionPolicy = ChatMethod<GetRetentionPolicyRequest, GetRetentionPolicyResponse>(
-            path: "/chat.v1.PrivacyService/GetRetentionPolicy", kind: .unary
+            path: "/chat.v1.PrivacyService/GetRetentionPolicy", kind: .unary, idempotent: true
         )
         /// `/chat.v1.PrivacyService/SetRetentionPolicy`
         public static let setRetentionPolicy = ChatMethod<SetRetentionPolicyRequest, SetRetentionPolicyResponse>(
-            path: "/chat.v1.PrivacyService/SetRetentionPolicy", kind: .unary
+            path: "/chat.v1.PrivacyService/SetRetentionPolicy", kind: .unary, idempotent: false
         )
         /// `/chat.v1.PrivacyService/RunRetentionSweep`
         public static let runRetentionSweep = ChatMethod<RunRetentionSweepRequest, RunRetentionSweepResponse>(
-            path: "/chat.v1.PrivacyService/RunRetentionSweep", kind: .serverStreaming
+            path: "/chat.v1.PrivacyService/RunRetentionSweep", kind: .serverStreaming, idempotent: false
         )
         /// `/chat.v1.PrivacyService/ListAuditRecords`
         public static let listAuditRecords = ChatMethod<ListAuditRecordsRequest, ListAuditRecordsResponse>(
-            path: "/chat.v1.PrivacyService/ListAuditRecords", kind: .unary
+            path: "/chat.v1.PrivacyService/ListAuditRecords", kind: .unary, idempotent: true
         )
         /// `/chat.v1.PrivacyService/VerifyAuditTrail`
         public static let verifyAuditTrail = ChatMethod<VerifyAuditTrailRequest, VerifyAuditTrailResponse>(
-            path: "/chat.v1.PrivacyService/VerifyAuditTrail", kind: .unary
+            path: "/chat.v1.PrivacyService/VerifyAuditTrail", kind: .unary, idempotent: true
         )
     }
 

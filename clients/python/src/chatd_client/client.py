@@ -1,29 +1,42 @@
 """`Client`: calls chatd over one chat/1 connection (opened on first use, replaced when the server closes or drains
-it), with a bearer token given once or by a callable, deadlines, mTLS and typed messages."""
+it), with a bearer token given once or by a callable, deadlines, mTLS, typed stubs for every method
+(`chatd_client.stubs`), idempotency keys on mutations and retries under a budget (`chatd_client.retry`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import ssl
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from google.protobuf.message import Message
 
 from chatd_client.connection import Connection
 from chatd_client.errors import ChatError
+from chatd_client.method import Method
 from chatd_client.proto import rpc_pb2
+from chatd_client.retry import RetryBudget, RetryPolicy, retry_delay
+from chatd_client.stubs import METHODS, AsyncStubs
 
+RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 
+#: Bytes of the idempotency key the client makes for a mutation called without one.
+IDEMPOTENCY_KEY_BYTES = 16
 
-class Client:
-    """A chatd client. `async with Client(...) as client:` closes the connection at the end.
+
+class Client(AsyncStubs):
+    """A chatd client. `async with Client(...) as client:` closes the connection at the end. Every method of the
+    contract is a method of the client (`await client.create_thread(...)`, `async for e in client.watch_thread(...)`).
 
     - `ca`: PEM CA file the server's certificate is verified with (the system's trust store when None);
     - `certificate`, `key`: a client certificate for mTLS;
-    - `token`: `"<JWT>"` or a callable returning a fresh one before each call (without `Bearer `).
+    - `token`: `"<JWT>"` or a callable returning a fresh one before each call (without `Bearer `);
+    - `retry`: how failed attempts are retried (`RetryPolicy(max_attempts=1)`: never); `retry_budget`: the tokens
+      that cap retries when the server keeps failing (one per client unless given).
     """
 
     def __init__(
@@ -36,6 +49,8 @@ class Client:
         key: str | None = None,
         token: str | Callable[[], str] | None = None,
         server_hostname: str | None = None,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -46,6 +61,13 @@ class Client:
         self._server_hostname = server_hostname
         self._connection: Connection | None = None
         self._connecting = asyncio.Lock()
+        self.retry = retry or RetryPolicy()
+        self.retry_budget = retry_budget or RetryBudget()
+        self._rng = random.Random()
+        #: Attempts this client made again (all calls), for a caller's metrics.
+        self.retries = 0
+        #: How the client waits between attempts (a test records the waits instead).
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def __aenter__(self) -> Client:
         return self
@@ -82,7 +104,7 @@ class Client:
         method: str,
         timeout: float | None,
         idempotency_key: bytes | None,
-        metadata: dict[str, bytes] | None,
+        metadata: Mapping[str, bytes] | None,
         attempt: int = 0,
     ) -> rpc_pb2.CallHeader:
         header = rpc_pb2.CallHeader(method=method, attempt=attempt)
@@ -97,61 +119,154 @@ class Client:
             header.metadata.add(key=key, value=value)
         return header
 
-    async def unary(
+    async def call_unary(
         self,
-        method: str,
-        request: Message,
-        response_type: type[ResponseT],
+        method: Method[RequestT, ResponseT],
+        request: RequestT,
         *,
         timeout: float | None = None,
+        metadata: Mapping[str, bytes] | None = None,
         idempotency_key: bytes | None = None,
-        metadata: dict[str, bytes] | None = None,
     ) -> ResponseT:
-        """Calls a unary method (`/chat.v1.Service/Method`) and returns its response.
+        """Calls a unary method and returns its response, retrying what `chatd_client.retry` says is safe and useful
+        within `timeout` (seconds, for all attempts together). A mutation without `idempotency_key` gets a fresh
+        16-byte key, the same on every attempt, so that it has one effect however often it is retried.
 
-        Raises `ChatError`: the server's status, DEADLINE_EXCEEDED when `timeout` (seconds) passes first (the call is
-        cancelled on the server), UNAVAILABLE when the connection fails.
+        Raises the `ChatError` subclass of the last attempt's status: DEADLINE_EXCEEDED when `timeout` passes first
+        (the call is cancelled on the server), UNAVAILABLE when no connection could be made.
         """
+        if method.streaming:
+            raise TypeError(f"{method.path} is a server stream: use call_stream")
+        if idempotency_key is None and not method.idempotent:
+            idempotency_key = os.urandom(IDEMPOTENCY_KEY_BYTES)
+        payload = request.SerializeToString()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        attempt = 0
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            try:
+                response = await self._unary_attempt(
+                    method, payload, remaining, idempotency_key, metadata, attempt, timeout
+                )
+            except ChatError as error:
+                delay = retry_delay(
+                    error,
+                    retry=attempt + 1,
+                    safe_to_repeat=method.idempotent or idempotency_key is not None,
+                    policy=self.retry,
+                    budget=self.retry_budget,
+                    rng=self._rng,
+                )
+                if delay is None or (deadline is not None and loop.time() + delay >= deadline):
+                    raise
+                self.retries += 1
+                await self._sleep(delay)
+                attempt += 1
+                continue
+            self.retry_budget.record_success()
+            return response
 
+    async def _unary_attempt(
+        self,
+        method: Method[RequestT, ResponseT],
+        payload: bytes,
+        remaining: float | None,
+        idempotency_key: bytes | None,
+        metadata: Mapping[str, bytes] | None,
+        attempt: int,
+        timeout: float | None,
+    ) -> ResponseT:
         async def run() -> ResponseT:
             connection = await self._usable_connection()
-            header = self._header(method, timeout, idempotency_key, metadata)
+            header = self._header(method.path, remaining, idempotency_key, metadata, attempt)
             response: ResponseT | None = None
-            async with contextlib.aclosing(connection.call(header, request.SerializeToString())) as messages:
+            async with contextlib.aclosing(connection.call(header, payload)) as messages:
                 async for data in messages:
                     if response is not None:
                         raise ChatError(rpc_pb2.STATUS_CODE_INTERNAL, "the server sent two responses to a unary call")
-                    response = response_type.FromString(data)
+                    response = method.response_type.FromString(data)
             if response is None:
                 raise ChatError(rpc_pb2.STATUS_CODE_INTERNAL, "the server sent no response to a unary call")
             return response
 
-        if timeout is None:
+        if remaining is None:
             return await run()
         try:
-            return await asyncio.wait_for(run(), timeout)
+            return await asyncio.wait_for(run(), max(0.0, remaining))
         except asyncio.TimeoutError:
             raise ChatError(rpc_pb2.STATUS_CODE_DEADLINE_EXCEEDED, f"no answer within {timeout} s") from None
 
-    async def stream(
+    def call_stream(
         self,
-        method: str,
-        request: Message,
-        response_type: type[ResponseT],
+        method: Method[RequestT, ResponseT],
+        request: RequestT,
         *,
         timeout: float | None = None,
-        metadata: dict[str, bytes] | None = None,
+        metadata: Mapping[str, bytes] | None = None,
     ) -> AsyncGenerator[ResponseT, None]:
         """Calls a server-streaming method and yields its responses as they come; the server's status ends the
-        iteration (raised as `ChatError` unless OK). Reading slowly holds the server back (flow control): the client
-        buffers at most one stream window. Leave early with `contextlib.aclosing` (or `break` inside it): the call is
-        cancelled on the server.
+        iteration (raised as `ChatError` unless OK). Opening it is retried as a unary call's would be, until the
+        first response. Reading slowly holds the server back (flow control): the client buffers at most one stream
+        window. Leave early with `contextlib.aclosing` (or `break` inside it): the call is cancelled on the server.
         """
-        connection = await self._usable_connection()
-        header = self._header(method, timeout, None, metadata)
+        if not method.streaming:
+            raise TypeError(f"{method.path} is unary: use call_unary")
+        return self._stream(method, request.SerializeToString(), timeout, metadata)
+
+    async def _stream(
+        self,
+        method: Method[RequestT, ResponseT],
+        payload: bytes,
+        timeout: float | None,
+        metadata: Mapping[str, bytes] | None,
+    ) -> AsyncGenerator[ResponseT, None]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        async with contextlib.aclosing(connection.call(header, request.SerializeToString())) as messages:
+        attempt = 0
+        received = False
+        while True:
+            try:
+                async with contextlib.aclosing(
+                    self._stream_attempt(method, payload, deadline, timeout, metadata, attempt)
+                ) as responses:
+                    async for response in responses:
+                        if not received:
+                            received = True
+                            self.retry_budget.record_success()
+                        yield response
+                return
+            except ChatError as error:
+                if received:
+                    raise
+                delay = retry_delay(
+                    error,
+                    retry=attempt + 1,
+                    safe_to_repeat=method.idempotent,
+                    policy=self.retry,
+                    budget=self.retry_budget,
+                    rng=self._rng,
+                )
+                if delay is None or (deadline is not None and loop.time() + delay >= deadline):
+                    raise
+                self.retries += 1
+                await self._sleep(delay)
+                attempt += 1
+
+    async def _stream_attempt(
+        self,
+        method: Method[RequestT, ResponseT],
+        payload: bytes,
+        deadline: float | None,
+        timeout: float | None,
+        metadata: Mapping[str, bytes] | None,
+        attempt: int,
+    ) -> AsyncGenerator[ResponseT, None]:
+        loop = asyncio.get_running_loop()
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        connection = await self._usable_connection()
+        header = self._header(method.path, remaining, None, metadata, attempt)
+        async with contextlib.aclosing(connection.call(header, payload)) as messages:
             iterator = messages.__aiter__()
             while True:
                 try:
@@ -165,4 +280,51 @@ class Client:
                     raise ChatError(
                         rpc_pb2.STATUS_CODE_DEADLINE_EXCEEDED, f"the stream did not end within {timeout} s"
                     ) from None
-                yield response_type.FromString(data)
+                yield method.response_type.FromString(data)
+
+    # MARK: by path
+
+    async def unary(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[ResponseT],
+        *,
+        timeout: float | None = None,
+        idempotency_key: bytes | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+    ) -> ResponseT:
+        """`call_unary` by path (`/chat.v1.Service/Method`), for a method this package's stubs do not know yet
+        (which is then treated as a mutation)."""
+        return await self.call_unary(
+            _method(method, False, request, response_type),
+            request,
+            timeout=timeout,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    def stream(
+        self,
+        method: str,
+        request: Message,
+        response_type: type[ResponseT],
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+    ) -> AsyncGenerator[ResponseT, None]:
+        """`call_stream` by path."""
+        return self.call_stream(
+            _method(method, True, request, response_type), request, timeout=timeout, metadata=metadata
+        )
+
+
+def _method(path: str, streaming: bool, request: Message, response_type: type[ResponseT]) -> Method[Message, ResponseT]:
+    known = METHODS.get(path)
+    return Method(
+        path,
+        streaming=streaming,
+        idempotent=known.idempotent if known is not None else False,
+        request_type=type(request),
+        response_type=response_type,
+    )

@@ -1,28 +1,37 @@
-"""`SyncClient`: the synchronous facade for scripts and notebooks. The same calls as `Client`, each blocking until
-it ends; server streams are plain iterators. One event loop runs them, on a thread of the facade's own."""
+"""`SyncClient`: the synchronous facade for scripts and notebooks. The same calls as `Client` (every stub, the same
+retries), each blocking until it ends; server streams are plain generators. One event loop runs them, on a thread of
+the facade's own."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from chatd_client.client import Client
+from chatd_client.method import Method
+from chatd_client.stubs import SyncStubs
 
+RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 
-class SyncClient:
-    """`with SyncClient(host, port, ca=..., token=...) as client: client.unary(...)`. Takes `Client`'s arguments."""
+class SyncClient(SyncStubs):
+    """`with SyncClient(host, port, ca=..., token=...) as client: client.create_thread(...)`. Takes `Client`'s
+    arguments; `client.client` is the `Client` underneath."""
 
     def __init__(self, host: str, port: int, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="chatd-client", daemon=True)
         self._thread.start()
         self._client = Client(host, port, **options)
+
+    @property
+    def client(self) -> Client:
+        return self._client
 
     def __enter__(self) -> SyncClient:
         return self
@@ -36,6 +45,45 @@ class SyncClient:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
 
+    def call_unary(
+        self,
+        method: Method[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+        idempotency_key: bytes | None = None,
+    ) -> ResponseT:
+        """`Client.call_unary`, blocking."""
+        response: ResponseT = self._run(
+            lambda: self._client.call_unary(
+                method, request, timeout=timeout, metadata=metadata, idempotency_key=idempotency_key
+            )
+        )
+        return response
+
+    def call_stream(
+        self,
+        method: Method[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+    ) -> Generator[ResponseT, None, None]:
+        """`Client.call_stream` as a generator; leaving it early (`break`, or closing it) cancels the call."""
+        return self._iterate(self._client.call_stream(method, request, timeout=timeout, metadata=metadata))
+
+    def _iterate(self, responses: AsyncGenerator[ResponseT, None]) -> Generator[ResponseT, None, None]:
+        try:
+            while True:
+                try:
+                    item: ResponseT = self._run(responses.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            self._run(responses.aclose)
+
     def unary(
         self,
         method: str,
@@ -44,9 +92,9 @@ class SyncClient:
         *,
         timeout: float | None = None,
         idempotency_key: bytes | None = None,
-        metadata: dict[str, bytes] | None = None,
+        metadata: Mapping[str, bytes] | None = None,
     ) -> ResponseT:
-        """`Client.unary`, blocking."""
+        """`Client.unary` (by path), blocking."""
         response: ResponseT = self._run(
             lambda: self._client.unary(
                 method, request, response_type, timeout=timeout, idempotency_key=idempotency_key, metadata=metadata
@@ -61,19 +109,10 @@ class SyncClient:
         response_type: type[ResponseT],
         *,
         timeout: float | None = None,
-        metadata: dict[str, bytes] | None = None,
-    ) -> Iterator[ResponseT]:
-        """`Client.stream` as an iterator; leaving it early (`break`, or closing it) cancels the call."""
-        responses = self._client.stream(method, request, response_type, timeout=timeout, metadata=metadata)
-        try:
-            while True:
-                try:
-                    item: ResponseT = self._run(responses.__anext__)
-                except StopAsyncIteration:
-                    return
-                yield item
-        finally:
-            self._run(responses.aclose)
+        metadata: Mapping[str, bytes] | None = None,
+    ) -> Generator[ResponseT, None, None]:
+        """`Client.stream` (by path) as a generator."""
+        return self._iterate(self._client.stream(method, request, response_type, timeout=timeout, metadata=metadata))
 
     def close(self) -> None:
         """Closes the connection and stops the facade's thread."""

@@ -13,13 +13,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hat/v1/events.proto\x12\x07\x63hat.v1\"\xd0\x01\n\x0bOutboxEvent\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12 \n\x04type\x18\x03 \x01(\x0e\x32\x12.chat.v1.EventType\x12\x12\n\nlearner_id\x18\x04 \x01(\t\x12\x11\n\tthread_id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x16\n\x0eoccurred_at_us\x18\x07 \x01(\x03\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x0e\n\x06\x65rased\x18\t \x01(\x08\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\"K\n\x16SubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12!\n\x05types\x18\x02 \x03(\x0e\x32\x12.chat.v1.EventType\">\n\x17SubscribeEventsResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.chat.v1.OutboxEvent*\xf7\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45VENT_TYPE_THREAD_CREATED\x10\x01\x12\x1d\n\x19\x45VENT_TYPE_THREAD_UPDATED\x10\x02\x12\x1d\n\x19\x45VENT_TYPE_THREAD_DELETED\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_CREATED\x10\x04\x12\x1d\n\x19\x45VENT_TYPE_MESSAGE_EDITED\x10\x05\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_DELETED\x10\x06\x12\'\n#EVENT_TYPE_PRIVACY_EXPORT_REQUESTED\x10\x07\x12\'\n#EVENT_TYPE_PRIVACY_EXPORT_COMPLETED\x10\x08\x12(\n$EVENT_TYPE_PRIVACY_ERASURE_REQUESTED\x10\t\x12(\n$EVENT_TYPE_PRIVACY_ERASURE_COMPLETED\x10\n\x12 \n\x1c\x45VENT_TYPE_LEGAL_HOLD_PLACED\x10\x0b\x12\"\n\x1e\x45VENT_TYPE_LEGAL_HOLD_RELEASED\x10\x0c\x12&\n\"EVENT_TYPE_RETENTION_RUN_COMPLETED\x10\r2f\n\x0c\x45ventService\x12V\n\x0fSubscribeEvents\x12\x1f.chat.v1.SubscribeEventsRequest\x1a .chat.v1.SubscribeEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hat/v1/events.proto\x12\x07\x63hat.v1\"\xd0\x01\n\x0bOutboxEvent\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12 \n\x04type\x18\x03 \x01(\x0e\x32\x12.chat.v1.EventType\x12\x12\n\nlearner_id\x18\x04 \x01(\t\x12\x11\n\tthread_id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x16\n\x0eoccurred_at_us\x18\x07 \x01(\x03\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x0e\n\x06\x65rased\x18\t \x01(\x08\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\"K\n\x16SubscribeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12!\n\x05types\x18\x02 \x03(\x0e\x32\x12.chat.v1.EventType\">\n\x17SubscribeEventsResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.chat.v1.OutboxEvent*\xf7\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45VENT_TYPE_THREAD_CREATED\x10\x01\x12\x1d\n\x19\x45VENT_TYPE_THREAD_UPDATED\x10\x02\x12\x1d\n\x19\x45VENT_TYPE_THREAD_DELETED\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_CREATED\x10\x04\x12\x1d\n\x19\x45VENT_TYPE_MESSAGE_EDITED\x10\x05\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_DELETED\x10\x06\x12\'\n#EVENT_TYPE_PRIVACY_EXPORT_REQUESTED\x10\x07\x12\'\n#EVENT_TYPE_PRIVACY_EXPORT_COMPLETED\x10\x08\x12(\n$EVENT_TYPE_PRIVACY_ERASURE_REQUESTED\x10\t\x12(\n$EVENT_TYPE_PRIVACY_ERASURE_COMPLETED\x10\n\x12 \n\x1c\x45VENT_TYPE_LEGAL_HOLD_PLACED\x10\x0b\x12\"\n\x1e\x45VENT_TYPE_LEGAL_HOLD_RELEASED\x10\x0c\x12&\n\"EVENT_TYPE_RETENTION_RUN_COMPLETED\x10\r2k\n\x0c\x45ventService\x12[\n\x0fSubscribeEvents\x12\x1f.chat.v1.SubscribeEventsRequest\x1a .chat.v1.SubscribeEventsResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chat.v1.events_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _EVENTSERVICE.methods_by_name['SubscribeEvents']._options = None
+  _EVENTSERVICE.methods_by_name['SubscribeEvents']._serialized_options = b'\220\002\001'
   _EVENTTYPE._serialized_start=386
   _EVENTTYPE._serialized_end=889
   _OUTBOXEVENT._serialized_start=34
@@ -29,5 +31,5 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _SUBSCRIBEEVENTSRESPONSE._serialized_start=321
   _SUBSCRIBEEVENTSRESPONSE._serialized_end=383
   _EVENTSERVICE._serialized_start=891
-  _EVENTSERVICE._serialized_end=993
+  _EVENTSERVICE._serialized_end=998
 # @@protoc_insertion_point(module_scope)

@@ -13,13 +13,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hat/v1/health.proto\x12\x07\x63hat.v1\"%\n\x12HealthCheckRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"=\n\x13HealthCheckResponse\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.chat.v1.ServingStatus\"~\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.chat.v1.MethodKind\x12\x14\n\x0crequest_type\x18\x03 \x01(\t\x12\x15\n\rresponse_type\x18\x04 \x01(\t\x12\x12\n\nidempotent\x18\x05 \x01(\x08\"\x14\n\x12ListMethodsRequest\"m\n\x13ListMethodsResponse\x12$\n\x07methods\x18\x01 \x03(\x0b\x32\x13.chat.v1.MethodInfo\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\t*\x8b\x01\n\rServingStatus\x12\x1a\n\x16SERVING_STATUS_UNKNOWN\x10\x00\x12\x1a\n\x16SERVING_STATUS_SERVING\x10\x01\x12\x1e\n\x1aSERVING_STATUS_NOT_SERVING\x10\x02\x12\"\n\x1eSERVING_STATUS_SERVICE_UNKNOWN\x10\x03*b\n\nMethodKind\x12\x1b\n\x17METHOD_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11METHOD_KIND_UNARY\x10\x01\x12 \n\x1cMETHOD_KIND_SERVER_STREAMING\x10\x02\x32\x99\x01\n\rHealthService\x12\x42\n\x05\x43heck\x12\x1b.chat.v1.HealthCheckRequest\x1a\x1c.chat.v1.HealthCheckResponse\x12\x44\n\x05Watch\x12\x1b.chat.v1.HealthCheckRequest\x1a\x1c.chat.v1.HealthCheckResponse0\x01\x32]\n\x11MethodListService\x12H\n\x0bListMethods\x12\x1b.chat.v1.ListMethodsRequest\x1a\x1c.chat.v1.ListMethodsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hat/v1/health.proto\x12\x07\x63hat.v1\"%\n\x12HealthCheckRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"=\n\x13HealthCheckResponse\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.chat.v1.ServingStatus\"~\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.chat.v1.MethodKind\x12\x14\n\x0crequest_type\x18\x03 \x01(\t\x12\x15\n\rresponse_type\x18\x04 \x01(\t\x12\x12\n\nidempotent\x18\x05 \x01(\x08\"\x14\n\x12ListMethodsRequest\"m\n\x13ListMethodsResponse\x12$\n\x07methods\x18\x01 \x03(\x0b\x32\x13.chat.v1.MethodInfo\x12\x16\n\x0eserver_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\t*\x8b\x01\n\rServingStatus\x12\x1a\n\x16SERVING_STATUS_UNKNOWN\x10\x00\x12\x1a\n\x16SERVING_STATUS_SERVING\x10\x01\x12\x1e\n\x1aSERVING_STATUS_NOT_SERVING\x10\x02\x12\"\n\x1eSERVING_STATUS_SERVICE_UNKNOWN\x10\x03*b\n\nMethodKind\x12\x1b\n\x17METHOD_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11METHOD_KIND_UNARY\x10\x01\x12 \n\x1cMETHOD_KIND_SERVER_STREAMING\x10\x02\x32\xa3\x01\n\rHealthService\x12G\n\x05\x43heck\x12\x1b.chat.v1.HealthCheckRequest\x1a\x1c.chat.v1.HealthCheckResponse\"\x03\x90\x02\x01\x12I\n\x05Watch\x12\x1b.chat.v1.HealthCheckRequest\x1a\x1c.chat.v1.HealthCheckResponse\"\x03\x90\x02\x01\x30\x01\x32\x62\n\x11MethodListService\x12M\n\x0bListMethods\x12\x1b.chat.v1.ListMethodsRequest\x1a\x1c.chat.v1.ListMethodsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chat.v1.health_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _HEALTHSERVICE.methods_by_name['Check']._options = None
+  _HEALTHSERVICE.methods_by_name['Check']._serialized_options = b'\220\002\001'
+  _HEALTHSERVICE.methods_by_name['Watch']._options = None
+  _HEALTHSERVICE.methods_by_name['Watch']._serialized_options = b'\220\002\001'
+  _METHODLISTSERVICE.methods_by_name['ListMethods']._options = None
+  _METHODLISTSERVICE.methods_by_name['ListMethods']._serialized_options = b'\220\002\001'
   _SERVINGSTATUS._serialized_start=397
   _SERVINGSTATUS._serialized_end=536
   _METHODKIND._serialized_start=538
@@ -35,7 +41,7 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _LISTMETHODSRESPONSE._serialized_start=285
   _LISTMETHODSRESPONSE._serialized_end=394
   _HEALTHSERVICE._serialized_start=639
-  _HEALTHSERVICE._serialized_end=792
-  _METHODLISTSERVICE._serialized_start=794
-  _METHODLISTSERVICE._serialized_end=887
+  _HEALTHSERVICE._serialized_end=802
+  _METHODLISTSERVICE._serialized_start=804
+  _METHODLISTSERVICE._serialized_end=902
 # @@protoc_insertion_point(module_scope)

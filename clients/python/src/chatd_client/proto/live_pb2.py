@@ -15,13 +15,17 @@ from . import messages_pb2 as chat_dot_v1_dot_messages__pb2
 from . import threads_pb2 as chat_dot_v1_dot_threads__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63hat/v1/live.proto\x12\x07\x63hat.v1\x1a\x16\x63hat/v1/messages.proto\x1a\x15\x63hat/v1/threads.proto\":\n\x12WatchThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\".\n\nStreamHead\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\xae\x01\n\x0cMessageEvent\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.chat.v1.MessageEvent.Kind\x12!\n\x07message\x18\x02 \x01(\x0b\x32\x10.chat.v1.Message\"Q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CREATED\x10\x01\x12\x0f\n\x0bKIND_EDITED\x10\x02\x12\x10\n\x0cKIND_DELETED\x10\x03\"\xab\x01\n\x0bThreadEvent\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.chat.v1.ThreadEvent.Kind\x12\x1f\n\x06thread\x18\x02 \x01(\x0b\x32\x0f.chat.v1.Thread\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CREATED\x10\x01\x12\x10\n\x0cKIND_UPDATED\x10\x02\x12\x10\n\x0cKIND_DELETED\x10\x03\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_us\x18\x01 \x01(\x03\"\xd2\x01\n\nWatchEvent\x12#\n\x04head\x18\x01 \x01(\x0b\x32\x13.chat.v1.StreamHeadH\x00\x12(\n\x07message\x18\x02 \x01(\x0b\x32\x15.chat.v1.MessageEventH\x00\x12&\n\x06thread\x18\x03 \x01(\x0b\x32\x14.chat.v1.ThreadEventH\x00\x12\'\n\theartbeat\x18\x04 \x01(\x0b\x32\x12.chat.v1.HeartbeatH\x00\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\x12\x0b\n\x03seq\x18\x0b \x01(\x04\x42\x07\n\x05\x65vent\"9\n\x13WatchThreadResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.chat.v1.WatchEvent\"7\n\x11WatchInboxRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x12\n\nlearner_id\x18\x02 \x01(\t\"8\n\x12WatchInboxResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.chat.v1.WatchEvent2\xa2\x01\n\x0bLiveService\x12J\n\x0bWatchThread\x12\x1b.chat.v1.WatchThreadRequest\x1a\x1c.chat.v1.WatchThreadResponse0\x01\x12G\n\nWatchInbox\x12\x1a.chat.v1.WatchInboxRequest\x1a\x1b.chat.v1.WatchInboxResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63hat/v1/live.proto\x12\x07\x63hat.v1\x1a\x16\x63hat/v1/messages.proto\x1a\x15\x63hat/v1/threads.proto\":\n\x12WatchThreadRequest\x12\x11\n\tthread_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\".\n\nStreamHead\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\xae\x01\n\x0cMessageEvent\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.chat.v1.MessageEvent.Kind\x12!\n\x07message\x18\x02 \x01(\x0b\x32\x10.chat.v1.Message\"Q\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CREATED\x10\x01\x12\x0f\n\x0bKIND_EDITED\x10\x02\x12\x10\n\x0cKIND_DELETED\x10\x03\"\xab\x01\n\x0bThreadEvent\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.chat.v1.ThreadEvent.Kind\x12\x1f\n\x06thread\x18\x02 \x01(\x0b\x32\x0f.chat.v1.Thread\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CREATED\x10\x01\x12\x10\n\x0cKIND_UPDATED\x10\x02\x12\x10\n\x0cKIND_DELETED\x10\x03\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_us\x18\x01 \x01(\x03\"\xd2\x01\n\nWatchEvent\x12#\n\x04head\x18\x01 \x01(\x0b\x32\x13.chat.v1.StreamHeadH\x00\x12(\n\x07message\x18\x02 \x01(\x0b\x32\x15.chat.v1.MessageEventH\x00\x12&\n\x06thread\x18\x03 \x01(\x0b\x32\x14.chat.v1.ThreadEventH\x00\x12\'\n\theartbeat\x18\x04 \x01(\x0b\x32\x12.chat.v1.HeartbeatH\x00\x12\x0e\n\x06\x63ursor\x18\n \x01(\t\x12\x0b\n\x03seq\x18\x0b \x01(\x04\x42\x07\n\x05\x65vent\"9\n\x13WatchThreadResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.chat.v1.WatchEvent\"7\n\x11WatchInboxRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x12\n\nlearner_id\x18\x02 \x01(\t\"8\n\x12WatchInboxResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.chat.v1.WatchEvent2\xac\x01\n\x0bLiveService\x12O\n\x0bWatchThread\x12\x1b.chat.v1.WatchThreadRequest\x1a\x1c.chat.v1.WatchThreadResponse\"\x03\x90\x02\x01\x30\x01\x12L\n\nWatchInbox\x12\x1a.chat.v1.WatchInboxRequest\x1a\x1b.chat.v1.WatchInboxResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chat.v1.live_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _LIVESERVICE.methods_by_name['WatchThread']._options = None
+  _LIVESERVICE.methods_by_name['WatchThread']._serialized_options = b'\220\002\001'
+  _LIVESERVICE.methods_by_name['WatchInbox']._options = None
+  _LIVESERVICE.methods_by_name['WatchInbox']._serialized_options = b'\220\002\001'
   _WATCHTHREADREQUEST._serialized_start=78
   _WATCHTHREADREQUEST._serialized_end=136
   _STREAMHEAD._serialized_start=138
@@ -45,5 +49,5 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _WATCHINBOXRESPONSE._serialized_start=903
   _WATCHINBOXRESPONSE._serialized_end=959
   _LIVESERVICE._serialized_start=962
-  _LIVESERVICE._serialized_end=1124
+  _LIVESERVICE._serialized_end=1134
 # @@protoc_insertion_point(module_scope)
