@@ -8,7 +8,7 @@ import Testing
 @Suite("The Python client against chatd")
 struct PythonClientTests {
     @Test(
-        "every stub, retries with one effect, concurrency on one connection, typed errors, deadlines, backpressure, the sync facade (pytest)"
+        "every stub, retries with one effect, streams resumed across a restart and a drain, batch export resumed, erasure summaries, typed errors, deadlines, backpressure, the sync facade (pytest)"
     )
     func pytestAgainstChatd() async throws {
         let python = try #require(
@@ -27,7 +27,10 @@ struct PythonClientTests {
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         let root = TestDatabase.repositoryRoot.appendingPathComponent("clients/python").path
         // The tests start instances of their own with it (rate limits, restarts, drains).
-        let argv = String(decoding: try JSONEncoder().encode(chatd.baseArguments), as: UTF8.self)
+        let argv = String(
+            decoding: try JSONEncoder().encode(chatd.baseArguments + ["--service-tenants", services]),
+            as: UTF8.self
+        )
         let run = try await runProgram(
             "/usr/bin/env",
             [
@@ -40,7 +43,7 @@ struct PythonClientTests {
             ]
         )
         #expect(run.status == 0, "\(run.output)")
-        #expect(run.output.contains("12 passed"), "\(run.output)")
+        #expect(run.output.contains("18 passed"), "\(run.output)")
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)
     }

@@ -126,6 +126,8 @@ def emit(model):
             w("        metadata: Mapping[str, bytes] | None = None,")
             if mutation:
                 w("        idempotency_key: bytes | None = None,")
+            if m.server_streaming:
+                w("        resume: bool = True,")
             w("    ) -> %s:" % returns)
             if m.server_streaming:
                 what = "a server stream" + ("" if is_idempotent(m) else " and a mutation (a retry runs it again)")
@@ -143,6 +145,8 @@ def emit(model):
             w("            metadata=metadata,")
             if not m.server_streaming:
                 w("            idempotency_key=%s," % ("idempotency_key" if mutation else "None"))
+            else:
+                w("            resume=resume,")
             w("        )")
     return "\n".join(out) + "\n"
 

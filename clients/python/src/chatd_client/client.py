@@ -10,7 +10,7 @@ import os
 import random
 import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -18,6 +18,7 @@ from chatd_client.connection import Connection
 from chatd_client.errors import ChatError
 from chatd_client.method import Method
 from chatd_client.proto import rpc_pb2
+from chatd_client.resume import Position, position, should_resume
 from chatd_client.retry import RetryBudget, RetryPolicy, retry_delay
 from chatd_client.stubs import METHODS, AsyncStubs
 
@@ -36,7 +37,12 @@ class Client(AsyncStubs):
     - `certificate`, `key`: a client certificate for mTLS;
     - `token`: `"<JWT>"` or a callable returning a fresh one before each call (without `Bearer `);
     - `retry`: how failed attempts are retried (`RetryPolicy(max_attempts=1)`: never); `retry_budget`: the tokens
-      that cap retries when the server keeps failing (one per client unless given).
+      that cap retries when the server keeps failing (one per client unless given);
+    - `stream_retry`: the backoff between attempts to resume a stream, and how many failed attempts in a row end it
+      (20 by default, about a minute and a half of waiting); resumes do not spend the retry budget (one request
+      per backoff, not a multiplier of the load);
+    - `stall_timeout`, `ping_timeout`: a stream silent for `stall_timeout` seconds (the server's heartbeats come
+      every 15 s) probes its connection with a PING, and closes it without an answer within `ping_timeout`.
     """
 
     def __init__(
@@ -51,6 +57,9 @@ class Client(AsyncStubs):
         server_hostname: str | None = None,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
+        stream_retry: RetryPolicy | None = None,
+        stall_timeout: float = 45.0,
+        ping_timeout: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -63,6 +72,9 @@ class Client(AsyncStubs):
         self._connecting = asyncio.Lock()
         self.retry = retry or RetryPolicy()
         self.retry_budget = retry_budget or RetryBudget()
+        self.stream_retry = stream_retry or RetryPolicy(max_attempts=20, initial_backoff=0.1, max_backoff=5.0)
+        self.stall_timeout = stall_timeout
+        self.ping_timeout = ping_timeout
         self._rng = random.Random()
         #: Attempts this client made again (all calls), for a caller's metrics.
         self.retries = 0
@@ -204,49 +216,76 @@ class Client(AsyncStubs):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[ResponseT, None]:
         """Calls a server-streaming method and yields its responses as they come; the server's status ends the
-        iteration (raised as `ChatError` unless OK). Opening it is retried as a unary call's would be, until the
-        first response. Reading slowly holds the server back (flow control): the client buffers at most one stream
-        window. Leave early with `contextlib.aclosing` (or `break` inside it): the call is cancelled on the server.
+        iteration (raised as `ChatError` unless OK). Reading slowly holds the server back (flow control): the client
+        buffers at most one stream window. Leave early with `contextlib.aclosing` (or `break` inside it): the call
+        is cancelled on the server.
+
+        A resumable stream (WatchThread, WatchInbox, SubscribeEvents, ExportLearnerData: `chatd_client.resume`)
+        that ends because the server went away, drained, found the client too slow or saw its token expire (with a
+        token callable) is opened again right after the last response the caller got, with backoff between failed
+        attempts (`stream_retry`), so the caller sees every response once. `resume=False` ends it instead. Other
+        streams are retried only until their first response, as a unary call would be.
+
+        A stream quiet for `stall_timeout` seconds gets its connection probed with a PING; no answer within
+        `ping_timeout` closes the connection, which ends (and so resumes) the streams on it.
         """
         if not method.streaming:
             raise TypeError(f"{method.path} is unary: use call_unary")
-        return self._stream(method, request.SerializeToString(), timeout, metadata)
+        tracker = position(method.path, request) if resume else None
+        return self._stream(method, request, tracker, timeout, metadata)
 
     async def _stream(
         self,
         method: Method[RequestT, ResponseT],
-        payload: bytes,
+        request: RequestT,
+        tracker: Position[Any] | None,
         timeout: float | None,
         metadata: Mapping[str, bytes] | None,
     ) -> AsyncGenerator[ResponseT, None]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         attempt = 0
+        failures = 0
         received = False
         while True:
+            payload = (request if tracker is None else tracker.request()).SerializeToString()
+            progressed = False
             try:
                 async with contextlib.aclosing(
                     self._stream_attempt(method, payload, deadline, timeout, metadata, attempt)
                 ) as responses:
                     async for response in responses:
+                        progressed = True
                         if not received:
                             received = True
                             self.retry_budget.record_success()
-                        yield response
+                        if tracker is None or tracker.observe(response):
+                            yield response
                 return
             except ChatError as error:
-                if received:
+                failures = 0 if progressed else failures + 1
+                delay: float | None
+                if tracker is not None:
+                    resumes = should_resume(error, fresh_token=callable(self._token))
+                    delay = self.stream_retry.backoff(max(1, failures), self._rng) if resumes else None
+                    if failures >= self.stream_retry.max_attempts:
+                        delay = None
+                    if delay is not None and (after := error.retry_after_ms) is not None:
+                        delay = max(delay, after / 1000)
+                elif received:
                     raise
-                delay = retry_delay(
-                    error,
-                    retry=attempt + 1,
-                    safe_to_repeat=method.idempotent,
-                    policy=self.retry,
-                    budget=self.retry_budget,
-                    rng=self._rng,
-                )
+                else:
+                    delay = retry_delay(
+                        error,
+                        retry=attempt + 1,
+                        safe_to_repeat=method.idempotent,
+                        policy=self.retry,
+                        budget=self.retry_budget,
+                        rng=self._rng,
+                    )
                 if delay is None or (deadline is not None and loop.time() + delay >= deadline):
                     raise
                 self.retries += 1
@@ -268,19 +307,35 @@ class Client(AsyncStubs):
         header = self._header(method.path, remaining, None, metadata, attempt)
         async with contextlib.aclosing(connection.call(header, payload)) as messages:
             iterator = messages.__aiter__()
-            while True:
-                try:
-                    if deadline is None:
-                        data = await iterator.__anext__()
-                    else:
-                        data = await asyncio.wait_for(iterator.__anext__(), max(0.0, deadline - loop.time()))
-                except StopAsyncIteration:
-                    return
-                except asyncio.TimeoutError:
-                    raise ChatError(
-                        rpc_pb2.STATUS_CODE_DEADLINE_EXCEEDED, f"the stream did not end within {timeout} s"
-                    ) from None
-                yield method.response_type.FromString(data)
+            pending: asyncio.Future[bytes] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(iterator.__anext__())
+                    wait = self.stall_timeout
+                    if deadline is not None:
+                        wait = min(wait, deadline - loop.time())
+                        if wait <= 0:
+                            raise ChatError(
+                                rpc_pb2.STATUS_CODE_DEADLINE_EXCEEDED, f"the stream did not end within {timeout} s"
+                            )
+                    done, _ = await asyncio.wait({pending}, timeout=wait)
+                    if not done:
+                        if deadline is None or loop.time() < deadline:
+                            # Quiet for longer than heartbeats allow: is the connection alive? If not, it is closed
+                            # and the read fails with UNAVAILABLE.
+                            await connection.ping(self.ping_timeout)
+                        continue
+                    finished, pending = pending, None
+                    try:
+                        data = finished.result()
+                    except StopAsyncIteration:
+                        return
+                    yield method.response_type.FromString(data)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.gather(pending, return_exceptions=True)
 
     # MARK: by path
 
@@ -312,10 +367,11 @@ class Client(AsyncStubs):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[ResponseT, None]:
         """`call_stream` by path."""
         return self.call_stream(
-            _method(method, True, request, response_type), request, timeout=timeout, metadata=metadata
+            _method(method, True, request, response_type), request, timeout=timeout, metadata=metadata, resume=resume
         )
 
 

@@ -9,6 +9,7 @@ stream window (INITIAL_WINDOW_SIZE) per stream. Requests respect the server's wi
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import struct
 from collections.abc import AsyncGenerator
@@ -93,6 +94,8 @@ class Connection:
         self._closed: ChatError | None = None
         self._write_lock = asyncio.Lock()
         self._reader_task: asyncio.Task[None] | None = None
+        #: PINGs sent and not yet acknowledged, by payload.
+        self._pings: dict[bytes, asyncio.Future[None]] = {}
 
     @classmethod
     async def open(
@@ -143,6 +146,29 @@ class Connection:
             await self._writer.wait_closed()
         except (ConnectionError, ssl.SSLError):
             pass
+
+    async def ping(self, timeout: float) -> bool:
+        """Sends a PING and waits for its ACK: False (and the connection is closed, its calls failing with
+        UNAVAILABLE) when none comes within `timeout` seconds. Used on a stream that went quiet for longer than the
+        server's heartbeats allow, to tell a dead connection from a quiet stream. chatd allows a PING every
+        KEEPALIVE_MIN_INTERVAL_MS; this is sent at most once per stall."""
+        if not self.is_usable:
+            return False
+        payload = os.urandom(8)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[payload] = waiter
+        try:
+            async with self._write_lock:
+                self._writer.write(encode_frame(FrameType.PING, 0, 0, payload))
+                await self._writer.drain()
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, f"no PING answer within {timeout} s"))
+            self._writer.close()
+            return False
+        finally:
+            self._pings.pop(payload, None)
 
     # MARK: calls
 
@@ -280,6 +306,8 @@ class Connection:
         elif kind == FrameType.PING:
             if not frame.flags & ACK:
                 self._writer.write(encode_frame(FrameType.PING, ACK, 0, frame.payload))
+            elif (waiter := self._pings.pop(frame.payload, None)) is not None and not waiter.done():
+                waiter.set_result(None)
         elif kind == FrameType.WINDOW_UPDATE:
             (increment,) = struct.unpack(">I", frame.payload)
             increment &= MAX_WINDOW

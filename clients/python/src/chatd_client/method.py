@@ -54,6 +54,7 @@ class AsyncCaller(abc.ABC):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[ResponseT, None]: ...
 
 
@@ -79,4 +80,5 @@ class SyncCaller(abc.ABC):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[ResponseT, None, None]: ...

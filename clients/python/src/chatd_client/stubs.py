@@ -290,6 +290,7 @@ class AsyncStubs(AsyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[events_pb2.SubscribeEventsResponse, None]:
         """`/chat.v1.EventService/SubscribeEvents`: a server stream."""
         return self.call_stream(
@@ -297,6 +298,7 @@ class AsyncStubs(AsyncCaller):
             events_pb2.SubscribeEventsRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     async def health_check(
@@ -321,6 +323,7 @@ class AsyncStubs(AsyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[health_pb2.HealthCheckResponse, None]:
         """`/chat.v1.HealthService/Watch`: a server stream."""
         return self.call_stream(
@@ -328,6 +331,7 @@ class AsyncStubs(AsyncCaller):
             health_pb2.HealthCheckRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     async def list_methods(
@@ -551,6 +555,7 @@ class AsyncStubs(AsyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[live_pb2.WatchThreadResponse, None]:
         """`/chat.v1.LiveService/WatchThread`: a server stream."""
         return self.call_stream(
@@ -558,6 +563,7 @@ class AsyncStubs(AsyncCaller):
             live_pb2.WatchThreadRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def watch_inbox(
@@ -566,6 +572,7 @@ class AsyncStubs(AsyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[live_pb2.WatchInboxResponse, None]:
         """`/chat.v1.LiveService/WatchInbox`: a server stream."""
         return self.call_stream(
@@ -573,6 +580,7 @@ class AsyncStubs(AsyncCaller):
             live_pb2.WatchInboxRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def export_learner_data(
@@ -581,6 +589,7 @@ class AsyncStubs(AsyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[privacy_pb2.ExportLearnerDataResponse, None]:
         """`/chat.v1.PrivacyService/ExportLearnerData`: a server stream."""
         return self.call_stream(
@@ -588,6 +597,7 @@ class AsyncStubs(AsyncCaller):
             privacy_pb2.ExportLearnerDataRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     async def erase_learner_data(
@@ -696,6 +706,7 @@ class AsyncStubs(AsyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> AsyncGenerator[privacy_pb2.RunRetentionSweepResponse, None]:
         """`/chat.v1.PrivacyService/RunRetentionSweep`: a server stream and a mutation (a retry runs it again)."""
         return self.call_stream(
@@ -703,6 +714,7 @@ class AsyncStubs(AsyncCaller):
             privacy_pb2.RunRetentionSweepRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     async def list_audit_records(
@@ -747,6 +759,7 @@ class SyncStubs(SyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[events_pb2.SubscribeEventsResponse, None, None]:
         """`/chat.v1.EventService/SubscribeEvents`: a server stream."""
         return self.call_stream(
@@ -754,6 +767,7 @@ class SyncStubs(SyncCaller):
             events_pb2.SubscribeEventsRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def health_check(
@@ -778,6 +792,7 @@ class SyncStubs(SyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[health_pb2.HealthCheckResponse, None, None]:
         """`/chat.v1.HealthService/Watch`: a server stream."""
         return self.call_stream(
@@ -785,6 +800,7 @@ class SyncStubs(SyncCaller):
             health_pb2.HealthCheckRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def list_methods(
@@ -1008,6 +1024,7 @@ class SyncStubs(SyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[live_pb2.WatchThreadResponse, None, None]:
         """`/chat.v1.LiveService/WatchThread`: a server stream."""
         return self.call_stream(
@@ -1015,6 +1032,7 @@ class SyncStubs(SyncCaller):
             live_pb2.WatchThreadRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def watch_inbox(
@@ -1023,6 +1041,7 @@ class SyncStubs(SyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[live_pb2.WatchInboxResponse, None, None]:
         """`/chat.v1.LiveService/WatchInbox`: a server stream."""
         return self.call_stream(
@@ -1030,6 +1049,7 @@ class SyncStubs(SyncCaller):
             live_pb2.WatchInboxRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def export_learner_data(
@@ -1038,6 +1058,7 @@ class SyncStubs(SyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[privacy_pb2.ExportLearnerDataResponse, None, None]:
         """`/chat.v1.PrivacyService/ExportLearnerData`: a server stream."""
         return self.call_stream(
@@ -1045,6 +1066,7 @@ class SyncStubs(SyncCaller):
             privacy_pb2.ExportLearnerDataRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def erase_learner_data(
@@ -1153,6 +1175,7 @@ class SyncStubs(SyncCaller):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[privacy_pb2.RunRetentionSweepResponse, None, None]:
         """`/chat.v1.PrivacyService/RunRetentionSweep`: a server stream and a mutation (a retry runs it again)."""
         return self.call_stream(
@@ -1160,6 +1183,7 @@ class SyncStubs(SyncCaller):
             privacy_pb2.RunRetentionSweepRequest() if request is None else request,
             timeout=timeout,
             metadata=metadata,
+            resume=resume,
         )
 
     def list_audit_records(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -17,6 +17,7 @@ from chatd_client.stubs import SyncStubs
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
+T = TypeVar("T")
 
 
 class SyncClient(SyncStubs):
@@ -38,6 +39,12 @@ class SyncClient(SyncStubs):
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def run(self, work: Callable[[Client], Awaitable[T]]) -> T:
+        """Runs a coroutine of the underlying `Client` on the facade's loop and returns its result:
+        `client.run(lambda c: batch.export_learner(c, learner, path, reason=...))`."""
+        result: T = self._run(lambda: work(self._client))
+        return result
 
     def _run(self, make: Callable[[], Any]) -> Any:
         async def run() -> Any:
@@ -69,9 +76,13 @@ class SyncClient(SyncStubs):
         *,
         timeout: float | None = None,
         metadata: Mapping[str, bytes] | None = None,
+        resume: bool = True,
     ) -> Generator[ResponseT, None, None]:
-        """`Client.call_stream` as a generator; leaving it early (`break`, or closing it) cancels the call."""
-        return self._iterate(self._client.call_stream(method, request, timeout=timeout, metadata=metadata))
+        """`Client.call_stream` as a generator (resuming as it does); leaving it early (`break`, or closing it)
+        cancels the call."""
+        return self._iterate(
+            self._client.call_stream(method, request, timeout=timeout, metadata=metadata, resume=resume)
+        )
 
     def _iterate(self, responses: AsyncGenerator[ResponseT, None]) -> Generator[ResponseT, None, None]:
         try:
