@@ -9,10 +9,17 @@ import os
 import pytest
 
 from chatd_client import events_pb2, health_pb2, live_pb2, messages_pb2, privacy_pb2, threads_pb2
-from chatd_client.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
+from chatd_client import Client
+from chatd_client.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from chatd_client.retry import RetryBudget, RetryPolicy
 from chatd_client.stubs import METHODS
-from support import LEARNER, SECOND_LEARNER, Instance, client, sync_client
+from support import CA, LEARNER, SECOND_LEARNER, Instance, address, client, sync_client
 
 
 def test_the_method_listing_is_what_the_stubs_were_generated_from() -> None:
@@ -160,3 +167,37 @@ def test_the_sync_facade_has_every_stub() -> None:
                 break
         with pytest.raises(NotFoundError):
             c.get_thread(threads_pb2.GetThreadRequest(thread_id="00000000-0000-4000-8000-00000000cafe"))
+
+
+def test_mutual_tls_a_service_certificate_is_the_caller() -> None:
+    tls = os.path.dirname(os.environ["CHATD_TEST_CA"])
+    tenant = {"tenant-id": os.environ["CHATD_TEST_TENANT"].encode()}
+    with Instance(["--tls-client-ca", f"{tls}/ca.pem"]) as instance:
+
+        async def run() -> None:
+            host, _ = address()
+            certified = Client(
+                host, instance.port, ca=CA, certificate=f"{tls}/client.pem", key=f"{tls}/client.key", metadata=tenant
+            )
+            async with certified:
+                listed = await certified.list_threads(threads_pb2.ListThreadsRequest(learner_id=LEARNER))
+                assert listed.threads
+            # No certificate and no token: nobody.
+            async with Client(host, instance.port, ca=CA, metadata=tenant) as anonymous:
+                with pytest.raises(UnauthenticatedError):
+                    await anonymous.list_threads()
+            # A certificate from another CA fails the handshake: UNAVAILABLE, nothing sent.
+            rogue = Client(
+                host,
+                instance.port,
+                ca=CA,
+                certificate=f"{tls}/rogue-client.pem",
+                key=f"{tls}/rogue-client.key",
+                metadata=tenant,
+                retry=RetryPolicy(max_attempts=1),
+            )
+            async with rogue:
+                with pytest.raises(UnavailableError):
+                    await rogue.list_threads()
+
+        asyncio.run(run())

@@ -41,6 +41,8 @@ class Client(AsyncStubs):
     - `stream_retry`: the backoff between attempts to resume a stream, and how many failed attempts in a row end it
       (20 by default, about a minute and a half of waiting); resumes do not spend the retry budget (one request
       per backoff, not a multiplier of the load);
+    - `metadata`: entries sent with every call (a call's own `metadata` adds to them, and wins on a key), e.g.
+      `{"tenant-id": b"<uuid>"}` for a service that authenticates with its certificate;
     - `stall_timeout`, `ping_timeout`: a stream silent for `stall_timeout` seconds (the server's heartbeats come
       every 15 s) probes its connection with a PING, and closes it without an answer within `ping_timeout`.
     """
@@ -60,6 +62,7 @@ class Client(AsyncStubs):
         stream_retry: RetryPolicy | None = None,
         stall_timeout: float = 45.0,
         ping_timeout: float = 10.0,
+        metadata: Mapping[str, bytes] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -74,6 +77,7 @@ class Client(AsyncStubs):
         self.retry_budget = retry_budget or RetryBudget()
         self.stream_retry = stream_retry or RetryPolicy(max_attempts=20, initial_backoff=0.1, max_backoff=5.0)
         self.stall_timeout = stall_timeout
+        self.metadata = dict(metadata or {})
         self.ping_timeout = ping_timeout
         self._rng = random.Random()
         #: Attempts this client made again (all calls), for a caller's metrics.
@@ -93,6 +97,9 @@ class Client(AsyncStubs):
             self._connection = None
 
     async def _usable_connection(self) -> Connection:
+        connection = self._connection
+        if connection is not None and connection.is_usable:
+            return connection
         async with self._connecting:
             if self._connection is None or not self._connection.is_usable:
                 if self._connection is not None:
@@ -127,7 +134,8 @@ class Client(AsyncStubs):
             header.authorization = f"Bearer {token}"
         if idempotency_key:
             header.idempotency_key = idempotency_key
-        for key, value in (metadata or {}).items():
+        merged = {**self.metadata, **metadata} if metadata else self.metadata
+        for key, value in merged.items():
             header.metadata.add(key=key, value=value)
         return header
 
@@ -306,36 +314,28 @@ class Client(AsyncStubs):
         connection = await self._usable_connection()
         header = self._header(method.path, remaining, None, metadata, attempt)
         async with contextlib.aclosing(connection.call(header, payload)) as messages:
-            iterator = messages.__aiter__()
-            pending: asyncio.Future[bytes] | None = None
+            # Quiet for longer than heartbeats allow: is the connection alive? If not, the probe closes it and the
+            # read fails with UNAVAILABLE. A timer, not a timeout per read: a busy stream pays one clock read a
+            # message.
+            watchdog = _Watchdog(loop, self.stall_timeout, lambda: connection.ping(self.ping_timeout))
             try:
+                iterator = messages.__aiter__()
                 while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(iterator.__anext__())
-                    wait = self.stall_timeout
-                    if deadline is not None:
-                        wait = min(wait, deadline - loop.time())
-                        if wait <= 0:
-                            raise ChatError(
-                                rpc_pb2.STATUS_CODE_DEADLINE_EXCEEDED, f"the stream did not end within {timeout} s"
-                            )
-                    done, _ = await asyncio.wait({pending}, timeout=wait)
-                    if not done:
-                        if deadline is None or loop.time() < deadline:
-                            # Quiet for longer than heartbeats allow: is the connection alive? If not, it is closed
-                            # and the read fails with UNAVAILABLE.
-                            await connection.ping(self.ping_timeout)
-                        continue
-                    finished, pending = pending, None
                     try:
-                        data = finished.result()
+                        if deadline is None:
+                            data = await iterator.__anext__()
+                        else:
+                            data = await asyncio.wait_for(iterator.__anext__(), max(0.0, deadline - loop.time()))
                     except StopAsyncIteration:
                         return
+                    except asyncio.TimeoutError:
+                        raise ChatError(
+                            rpc_pb2.STATUS_CODE_DEADLINE_EXCEEDED, f"the stream did not end within {timeout} s"
+                        ) from None
+                    watchdog.last = loop.time()
                     yield method.response_type.FromString(data)
             finally:
-                if pending is not None:
-                    pending.cancel()
-                    await asyncio.gather(pending, return_exceptions=True)
+                watchdog.cancel()
 
     # MARK: by path
 
@@ -384,3 +384,37 @@ def _method(path: str, streaming: bool, request: Message, response_type: type[Re
         request_type=type(request),
         response_type=response_type,
     )
+
+
+class _Watchdog:
+    """Runs `probe` when nothing was read for `interval` seconds (`last` is the time of the last read), then again
+    after every further `interval` of silence; cancelled with the stream."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, interval: float, probe: Callable[[], Awaitable[object]]
+    ) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.probe = probe
+        self.last = loop.time()
+        self.task: asyncio.Task[object] | None = None
+        self.handle = loop.call_later(interval, self._check)
+
+    def _check(self) -> None:
+        idle = self.loop.time() - self.last
+        if idle < self.interval:
+            self.handle = self.loop.call_later(self.interval - idle, self._check)
+            return
+        if self.task is None or self.task.done():
+
+            async def run() -> object:
+                return await self.probe()
+
+            self.task = self.loop.create_task(run())
+        self.last = self.loop.time()
+        self.handle = self.loop.call_later(self.interval, self._check)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+        if self.task is not None:
+            self.task.cancel()

@@ -3,7 +3,11 @@ one connection, flow control both ways, deadlines and cancellation.
 
 Flow control: the connection's receive credit goes back as soon as DATA is read; a stream's only as its messages
 are consumed, so a caller that does not read holds back only its own stream, and the client buffers at most one
-stream window (INITIAL_WINDOW_SIZE) per stream. Requests respect the server's windows and MAX_FRAME_SIZE.
+stream window (INITIAL_WINDOW_SIZE) per stream; it goes back in batches of an eighth of the window. Requests respect
+the server's windows and MAX_FRAME_SIZE.
+
+Writes: frames are queued and written together at the end of the event loop's turn (one TLS record and one system
+call for every call started in that turn); a writer waits for the transport to drain past WRITE_BUFFER_LIMIT.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ CONNECTION_WINDOW = 0x7
 STREAM_WINDOW = 1 << 20
 RECEIVE_CONNECTION_WINDOW = 16 << 20
 MAX_WINDOW = (1 << 31) - 1
+#: Stream credit goes back once this much was consumed.
+CREDIT_BATCH = STREAM_WINDOW // 8
+#: Past this many bytes queued in the TLS transport, a writer waits for it to drain.
+WRITE_BUFFER_LIMIT = 1 << 20
 
 
 @dataclass
@@ -73,6 +81,8 @@ class _Stream:
     #: DATA bytes received and not yet credited back: more than the window advertised is the server's
     #: FLOW_CONTROL_ERROR, so a server that ignores the window cannot make the client buffer without bound.
     outstanding: int = 0
+    #: Bytes the caller consumed whose credit has not gone back yet (at most CREDIT_BATCH).
+    consumed: int = 0
 
 
 class Connection:
@@ -92,7 +102,10 @@ class Connection:
         self._slot_limit = self._peer.max_concurrent_streams
         self._going_away: int | None = None
         self._closed: ChatError | None = None
-        self._write_lock = asyncio.Lock()
+        #: Frames queued in this turn of the event loop, written together at its end (`_flush`): the calls made
+        #: in one turn share one TLS record and one system call.
+        self._out = bytearray()
+        self._flush_scheduled = False
         self._reader_task: asyncio.Task[None] | None = None
         #: PINGs sent and not yet acknowledged, by payload.
         self._pings: dict[bytes, asyncio.Future[None]] = {}
@@ -141,6 +154,7 @@ class Connection:
         self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, "the connection was closed"))
         if self._reader_task is not None:
             self._reader_task.cancel()
+        self._flush()
         self._writer.close()
         try:
             await self._writer.wait_closed()
@@ -158,9 +172,7 @@ class Connection:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[payload] = waiter
         try:
-            async with self._write_lock:
-                self._writer.write(encode_frame(FrameType.PING, 0, 0, payload))
-                await self._writer.drain()
+            self._send(encode_frame(FrameType.PING, 0, 0, payload))
             await asyncio.wait_for(waiter, timeout)
             return True
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
@@ -190,15 +202,14 @@ class Connection:
                     f"the call header is {len(encoded)} bytes, over the server's {self._peer.max_header_size}",
                     not_processed=True,
                 )
-            async with self._write_lock:
-                self._writer.write(encode_frame(FrameType.HEADERS, 0, stream.id, encoded))
+            self._send(encode_frame(FrameType.HEADERS, 0, stream.id, encoded))
             await self._send_data(stream, encode_envelope(request))
             while True:
                 item = await stream.messages.get()
                 if isinstance(item, bytes):
                     # Consumed: the stream's credit goes back (flow control per stream follows the reader).
                     stream.buffered -= len(item) + 5
-                    await self._return_stream_credit(stream, len(item) + 5)
+                    self._return_stream_credit(stream, len(item) + 5)
                     yield item
                 elif isinstance(item, ChatError):
                     raise item
@@ -254,29 +265,45 @@ class Connection:
             stream.send_window -= size
             self._connection_send_window -= size
             last = offset >= len(data)
-            async with self._write_lock:
-                self._writer.write(encode_frame(FrameType.DATA, END_STREAM if last else 0, stream.id, chunk))
+            self._send(encode_frame(FrameType.DATA, END_STREAM if last else 0, stream.id, chunk))
+            if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                self._flush()
                 await self._writer.drain()
             if last:
                 return
 
-    async def _return_stream_credit(self, stream: _Stream, amount: int) -> None:
-        stream.outstanding -= amount
-        if stream.ended:
+    def _return_stream_credit(self, stream: _Stream, amount: int) -> None:
+        # Credit goes back in batches of CREDIT_BATCH (an eighth of the window): the server always has most of the
+        # window to send into, and a stream of small messages costs one WINDOW_UPDATE per batch, not per message.
+        stream.consumed += amount
+        if stream.ended or stream.consumed < CREDIT_BATCH:
             return
-        async with self._write_lock:
-            self._writer.write(encode_frame(FrameType.WINDOW_UPDATE, 0, stream.id, struct.pack(">I", amount)))
+        stream.outstanding -= stream.consumed
+        self._send(encode_frame(FrameType.WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.consumed)))
+        stream.consumed = 0
 
     async def _send_cancel(self, stream_id: int) -> None:
         if self._closed is not None:
             return
+        self._send(encode_frame(FrameType.CANCEL, 0, stream_id, struct.pack(">I", ErrorCode.CANCEL)))
+
+    def _send(self, frame: bytes) -> None:
+        """Queues a frame; the queue is written at the end of this turn of the event loop."""
+        self._out += frame
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data, self._out = bytes(self._out), bytearray()
+        if self._writer.is_closing():
+            return
         try:
-            async with self._write_lock:
-                self._writer.write(
-                    encode_frame(FrameType.CANCEL, 0, stream_id, struct.pack(">I", ErrorCode.CANCEL))
-                )
-                await self._writer.drain()
-        except (ConnectionError, ssl.SSLError):
+            self._writer.write(data)
+        except (ConnectionError, RuntimeError, ssl.SSLError):
             pass
 
     # MARK: reading
@@ -290,7 +317,9 @@ class Connection:
                     return
                 for frame in self._decoder.feed(data):
                     self._handle(frame)
-                await self._writer.drain()
+                if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+                    self._flush()
+                    await self._writer.drain()
         except WireError as error:
             self._send_goaway(error.code, str(error))
             self._fail_all(ChatError(rpc_pb2.STATUS_CODE_INTERNAL, f"protocol error from the server: {error}"))
@@ -302,10 +331,12 @@ class Connection:
         if kind == FrameType.SETTINGS:
             if not frame.flags & ACK:
                 self._apply_settings(frame.payload)
-                self._writer.write(encode_frame(FrameType.SETTINGS, ACK, 0, b""))
+                self._send(encode_frame(FrameType.SETTINGS, ACK, 0, b""))
         elif kind == FrameType.PING:
             if not frame.flags & ACK:
-                self._writer.write(encode_frame(FrameType.PING, ACK, 0, frame.payload))
+                # Before the frames already queued (docs/PROTOCOL.md 7).
+                self._out[:0] = encode_frame(FrameType.PING, ACK, 0, frame.payload)
+                self._send(b"")
             elif (waiter := self._pings.pop(frame.payload, None)) is not None and not waiter.done():
                 waiter.set_result(None)
         elif kind == FrameType.WINDOW_UPDATE:
@@ -321,9 +352,7 @@ class Connection:
             self._unacknowledged += len(frame.payload)
             if self._unacknowledged >= RECEIVE_CONNECTION_WINDOW // 2:
                 # The connection's credit goes back as the bytes are read.
-                self._writer.write(
-                    encode_frame(FrameType.WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacknowledged))
-                )
+                self._send(encode_frame(FrameType.WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacknowledged)))
                 self._unacknowledged = 0
             stream = self._streams.get(frame.stream)
             if stream is None or stream.ended:
@@ -404,14 +433,12 @@ class Connection:
         stream.messages.put_nowait(error)
         stream.window_changed.set()
         if cancel:
-            self._writer.write(encode_frame(FrameType.CANCEL, 0, stream.id, struct.pack(">I", ErrorCode.CANCEL)))
+            self._send(encode_frame(FrameType.CANCEL, 0, stream.id, struct.pack(">I", ErrorCode.CANCEL)))
 
     def _send_goaway(self, code: ErrorCode, text: str) -> None:
         debug = text.encode("utf-8")[:256]
-        try:
-            self._writer.write(encode_frame(FrameType.GOAWAY, 0, 0, struct.pack(">II", 0, code) + debug))
-        except (ConnectionError, RuntimeError):
-            pass
+        self._send(encode_frame(FrameType.GOAWAY, 0, 0, struct.pack(">II", 0, code) + debug))
+        self._flush()
 
     def _fail_all(self, error: ChatError) -> None:
         if self._closed is None:
