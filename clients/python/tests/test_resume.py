@@ -14,7 +14,7 @@ from chatd_client.errors import NotFoundError, UnavailableError
 from chatd_client.method import Method, RequestT, ResponseT
 from chatd_client.resume import position, should_resume
 from chatd_client.retry import RetryPolicy
-from chatd_client.wire import ACK, FrameDecoder, FrameType, encode_frame
+from chatd_client.wire import PREFACE, ACK, FrameDecoder, FrameType, encode_frame
 
 UNAVAILABLE = rpc_pb2.STATUS_CODE_UNAVAILABLE
 
@@ -180,10 +180,9 @@ class PairClient(Client):
 def test_a_quiet_stream_probes_its_connection_and_a_dead_one_ends_it() -> None:
     async def run(answer_pings: bool) -> tuple[int, BaseException | None]:
         client_socket, server_socket = socket.socketpair()
-        reader, writer = await asyncio.open_connection(sock=client_socket)
         server_reader, server_writer = await asyncio.open_connection(sock=server_socket)
-        connection = Connection(reader, writer)
-        connection._reader_task = asyncio.get_running_loop().create_task(connection._read_loop())
+        connection = await Connection.over(client_socket)
+        assert await server_reader.readexactly(len(PREFACE)) == PREFACE
         pings = 0
 
         async def peer() -> None:

@@ -200,15 +200,7 @@ class Client(AsyncStubs):
         async def run() -> ResponseT:
             connection = await self._usable_connection()
             header = self._header(method.path, remaining, idempotency_key, metadata, attempt)
-            response: ResponseT | None = None
-            async with contextlib.aclosing(connection.call(header, payload)) as messages:
-                async for data in messages:
-                    if response is not None:
-                        raise ChatError(rpc_pb2.STATUS_CODE_INTERNAL, "the server sent two responses to a unary call")
-                    response = method.response_type.FromString(data)
-            if response is None:
-                raise ChatError(rpc_pb2.STATUS_CODE_INTERNAL, "the server sent no response to a unary call")
-            return response
+            return method.response_type.FromString(await connection.unary(header, payload))
 
         if remaining is None:
             return await run()
@@ -228,8 +220,8 @@ class Client(AsyncStubs):
     ) -> AsyncGenerator[ResponseT, None]:
         """Calls a server-streaming method and yields its responses as they come; the server's status ends the
         iteration (raised as `ChatError` unless OK). Reading slowly holds the server back (flow control): the client
-        buffers at most one stream window. Leave early with `contextlib.aclosing` (or `break` inside it): the call
-        is cancelled on the server.
+        buffers at most one stream window of messages. Leave early with `contextlib.aclosing` (or `break` inside
+        it): the call is cancelled on the server.
 
         A resumable stream (WatchThread, WatchInbox, SubscribeEvents, ExportLearnerData: `chatd_client.resume`)
         that ends because the server went away, drained, found the client too slow or saw its token expire (with a

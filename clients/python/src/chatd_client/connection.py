@@ -2,9 +2,10 @@
 one connection, flow control both ways, deadlines and cancellation.
 
 Flow control: the connection's receive credit goes back as soon as DATA is read; a stream's only as its messages
-are consumed, so a caller that does not read holds back only its own stream, and the client buffers at most one
-stream window (INITIAL_WINDOW_SIZE) per stream; it goes back in batches of an eighth of the window. Requests respect
-the server's windows and MAX_FRAME_SIZE.
+are consumed (in batches of an eighth of the window), so a caller that does not read holds back only its own
+stream, and the client buffers at most one stream window (INITIAL_WINDOW_SIZE) of complete messages per stream. The
+bytes of a message still incomplete are credited as they come, or a message larger than the window could never
+arrive; MAX_MESSAGE_SIZE bounds them. Requests respect the server's windows and MAX_FRAME_SIZE.
 
 Writes: frames are queued and written together at the end of the event loop's turn (one TLS record and one system
 call for every call started in that turn); a writer waits for the transport to drain past WRITE_BUFFER_LIMIT.
@@ -13,7 +14,10 @@ call for every call started in that turn); a writer waits for the transport to d
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
+import socket
 import ssl
 import struct
 from collections.abc import AsyncGenerator
@@ -83,14 +87,21 @@ class _Stream:
     outstanding: int = 0
     #: Bytes the caller consumed whose credit has not gone back yet (at most CREDIT_BATCH).
     consumed: int = 0
+    #: Bytes of the incomplete message at the deframer's tail already credited back, and for each queued message
+    #: how many of its bytes were (so that no byte is credited twice).
+    tail_credited: int = 0
+    early: collections.deque[int] = field(default_factory=collections.deque)
 
 
 class Connection:
     """A chat/1 connection. Open it with `Connection.open`; make calls with `call`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        #: Set while the transport accepts more (cleared between its pause_writing and resume_writing).
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._peer = _Peer()
         self._decoder = FrameDecoder(max_frame_size=DEFAULT_MAX_FRAME_SIZE)
         self._streams: dict[int, _Stream] = {}
@@ -106,7 +117,6 @@ class Connection:
         #: in one turn share one TLS record and one system call.
         self._out = bytearray()
         self._flush_scheduled = False
-        self._reader_task: asyncio.Task[None] | None = None
         #: PINGs sent and not yet acknowledged, by payload.
         self._pings: dict[bytes, asyncio.Future[None]] = {}
 
@@ -122,22 +132,34 @@ class Connection:
         """Connects, completes the TLS 1.3 handshake with ALPN chat/1, and sends the preface and SETTINGS."""
         context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.set_alpn_protocols(["chat/1"])
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=server_hostname or host),
+        connection = cls()
+        transport, _ = await asyncio.wait_for(
+            asyncio.get_running_loop().create_connection(
+                lambda: _Protocol(connection), host, port, ssl=context, server_hostname=server_hostname or host
+            ),
             timeout,
         )
-        ssl_object = writer.get_extra_info("ssl_object")
+        ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "chat/1":
-            writer.close()
+            transport.close()
             raise ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, "the server did not agree on chat/1", not_processed=True)
-        connection = cls(reader, writer)
+        connection.start()
+        return connection
+
+    @classmethod
+    async def over(cls, sock: socket.socket) -> Connection:
+        """A connection over a connected socket without TLS (the tests' scripted peers)."""
+        connection = cls()
+        await asyncio.get_running_loop().create_connection(lambda: _Protocol(connection), sock=sock)
+        connection.start()
+        return connection
+
+    def start(self) -> None:
+        """Sends the preface and this client's SETTINGS."""
         settings = struct.pack(
             ">HIHI", INITIAL_WINDOW_SIZE, STREAM_WINDOW, CONNECTION_WINDOW, RECEIVE_CONNECTION_WINDOW
         )
-        writer.write(PREFACE + encode_frame(FrameType.SETTINGS, 0, 0, settings))
-        await writer.drain()
-        connection._reader_task = asyncio.get_running_loop().create_task(connection._read_loop())
-        return connection
+        self._send(PREFACE + encode_frame(FrameType.SETTINGS, 0, 0, settings))
 
     @property
     def buffered_bytes(self) -> int:
@@ -152,14 +174,11 @@ class Connection:
     async def close(self) -> None:
         """Closes the connection; calls still open fail with UNAVAILABLE."""
         self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, "the connection was closed"))
-        if self._reader_task is not None:
-            self._reader_task.cancel()
         self._flush()
-        self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
+        if self._transport is not None:
+            self._transport.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._lost), 5)
 
     async def ping(self, timeout: float) -> bool:
         """Sends a PING and waits for its ACK: False (and the connection is closed, its calls failing with
@@ -177,7 +196,8 @@ class Connection:
             return True
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
             self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, f"no PING answer within {timeout} s"))
-            self._writer.close()
+            if self._transport is not None:
+                self._transport.close()
             return False
         finally:
             self._pings.pop(payload, None)
@@ -195,21 +215,18 @@ class Connection:
         stream: _Stream | None = None
         try:
             stream = self._open_stream()
-            encoded = header.SerializeToString()
-            if len(encoded) > self._peer.max_header_size:
-                raise ChatError(
-                    rpc_pb2.STATUS_CODE_RESOURCE_EXHAUSTED,
-                    f"the call header is {len(encoded)} bytes, over the server's {self._peer.max_header_size}",
-                    not_processed=True,
-                )
-            self._send(encode_frame(FrameType.HEADERS, 0, stream.id, encoded))
+            self._send_header(stream, header)
             await self._send_data(stream, encode_envelope(request))
+            if len(self._streams) == 1:
+                # The only call: nothing to share a write with, so it goes now rather than at the end of the turn.
+                self._flush()
             while True:
                 item = await stream.messages.get()
                 if isinstance(item, bytes):
                     # Consumed: the stream's credit goes back (flow control per stream follows the reader).
                     stream.buffered -= len(item) + 5
-                    self._return_stream_credit(stream, len(item) + 5)
+                    # Less what was credited while the message was still incomplete.
+                    self._return_stream_credit(stream, len(item) + 5 - stream.early.popleft())
                     yield item
                 elif isinstance(item, ChatError):
                     raise item
@@ -224,6 +241,56 @@ class Connection:
             if stream is not None:
                 self._streams.pop(stream.id, None)
             self._slots.release()
+
+    async def unary(self, header: rpc_pb2.CallHeader, request: bytes) -> bytes:
+        """A unary call: `call` without the generator (the path most calls take): the response's bytes, or the
+        status raised as `ChatError`."""
+        if not self.is_usable:
+            raise ChatError(
+                rpc_pb2.STATUS_CODE_UNAVAILABLE, "the connection is closing; not processed", not_processed=True
+            )
+        await self._slots.acquire()
+        stream: _Stream | None = None
+        try:
+            stream = self._open_stream()
+            self._send_header(stream, header)
+            await self._send_data(stream, encode_envelope(request))
+            if len(self._streams) == 1:
+                self._flush()
+            response: bytes | None = None
+            while True:
+                item = await stream.messages.get()
+                if isinstance(item, bytes):
+                    if response is not None:
+                        raise ChatError(rpc_pb2.STATUS_CODE_INTERNAL, "the server sent two responses to a unary call")
+                    stream.buffered -= len(item) + 5
+                    stream.early.popleft()
+                    response = item
+                elif isinstance(item, ChatError):
+                    raise item
+                elif item.code != rpc_pb2.STATUS_CODE_OK:
+                    raise status_error(item)
+                elif response is None:
+                    raise ChatError(rpc_pb2.STATUS_CODE_INTERNAL, "the server sent no response to a unary call")
+                else:
+                    return response
+        finally:
+            if stream is not None:
+                if not stream.ended:
+                    stream.ended = True
+                    await self._send_cancel(stream.id)
+                self._streams.pop(stream.id, None)
+            self._slots.release()
+
+    def _send_header(self, stream: _Stream, header: rpc_pb2.CallHeader) -> None:
+        encoded = header.SerializeToString()
+        if len(encoded) > self._peer.max_header_size:
+            raise ChatError(
+                rpc_pb2.STATUS_CODE_RESOURCE_EXHAUSTED,
+                f"the call header is {len(encoded)} bytes, over the server's {self._peer.max_header_size}",
+                not_processed=True,
+            )
+        self._send(encode_frame(FrameType.HEADERS, 0, stream.id, encoded))
 
     def _open_stream(self) -> _Stream:
         if self._next_stream_id > MAX_STREAM_ID:
@@ -266,9 +333,9 @@ class Connection:
             self._connection_send_window -= size
             last = offset >= len(data)
             self._send(encode_frame(FrameType.DATA, END_STREAM if last else 0, stream.id, chunk))
-            if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            if self._transport is not None and self._transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
                 self._flush()
-                await self._writer.drain()
+                await self._writable.wait()
             if last:
                 return
 
@@ -299,32 +366,41 @@ class Connection:
         if not self._out:
             return
         data, self._out = bytes(self._out), bytearray()
-        if self._writer.is_closing():
+        if self._transport is None or self._transport.is_closing():
             return
         try:
-            self._writer.write(data)
+            self._transport.write(data)
         except (ConnectionError, RuntimeError, ssl.SSLError):
             pass
 
     # MARK: reading
 
-    async def _read_loop(self) -> None:
+    def _received(self, data: bytes) -> None:
+        """The transport's bytes, handled as they come (no reader task: a response wakes its caller in the same
+        turn of the event loop)."""
+        if self._closed is not None:
+            return
         try:
-            while True:
-                data = await self._reader.read(65_536)
-                if not data:
-                    self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, "the server closed the connection"))
-                    return
-                for frame in self._decoder.feed(data):
-                    self._handle(frame)
-                if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-                    self._flush()
-                    await self._writer.drain()
+            for frame in self._decoder.feed(data):
+                self._handle(frame)
         except WireError as error:
             self._send_goaway(error.code, str(error))
             self._fail_all(ChatError(rpc_pb2.STATUS_CODE_INTERNAL, f"protocol error from the server: {error}"))
-        except (ConnectionError, ssl.SSLError, OSError) as error:
-            self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, f"the connection failed: {error}"))
+            assert self._transport is not None
+            self._transport.close()
+            return
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            # A peer that makes this side queue answers (PING acks) faster than it reads them is not read from
+            # until it does.
+            transport.pause_reading()
+
+    def _connection_lost(self, error: Exception | None) -> None:
+        text = "the server closed the connection" if error is None else f"the connection failed: {error}"
+        self._fail_all(ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, text))
+        self._writable.set()
+        if not self._lost.done():
+            self._lost.set_result(None)
 
     def _handle(self, frame: Frame) -> None:
         kind = frame.kind
@@ -366,7 +442,17 @@ class Connection:
             try:
                 for message in stream.deframer.feed(frame.payload):
                     stream.buffered += len(message) + 5
+                    # The first message completed here began in the tail credited early.
+                    stream.early.append(stream.tail_credited)
+                    stream.tail_credited = 0
                     stream.messages.put_nowait(message)
+                # A message larger than the window could never complete if its bytes were credited only once it is
+                # consumed: an incomplete message's bytes are credited as they come (bounded by MAX_MESSAGE_SIZE).
+                tail = stream.deframer.buffered - stream.tail_credited
+                if tail >= CREDIT_BATCH and not stream.ended:
+                    stream.tail_credited += tail
+                    stream.outstanding -= tail
+                    self._send(encode_frame(FrameType.WINDOW_UPDATE, 0, stream.id, struct.pack(">I", tail)))
             except WireError as error:
                 self._end(stream, ChatError(rpc_pb2.STATUS_CODE_RESOURCE_EXHAUSTED, str(error)), cancel=True)
         elif kind == FrameType.TRAILERS:
@@ -446,3 +532,32 @@ class Connection:
         for stream in list(self._streams.values()):
             if not stream.ended:
                 self._end(stream, error, cancel=False)
+
+
+class _Protocol(asyncio.Protocol):
+    """The transport's events, handed to the connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.connection._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.connection._received(data)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection._connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.connection._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.connection._writable.set()
+        transport = self.connection._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
