@@ -212,14 +212,14 @@ struct LiveTests {
         let fast = StreamLog.start { try await guardian.watchThread(WatchThreadRequest(threadId: thread.id)) }
         try await waitUntil("the head") { !fast.events.isEmpty }
         let body = String(repeating: "x", count: 4_000)
-        let started = ContinuousClock.now
         for index in 1...700 {
             _ = try await send(guardian, thread.id, "\(index) \(body)")
         }
+        // The fast reader is not held back by the stalled one: it keeps up with the sends (however slow a loaded
+        // machine makes them), so the last message reaches it soon after it is sent.
+        let sent = ContinuousClock.now
         try await waitUntil("the fast reader's messages") { messages(fast).count == 700 }
-        let elapsed = ContinuousClock.now - started
-        // The fast reader is not held back by the stalled one (which stalls for 2 s before it is ended).
-        #expect(elapsed < .seconds(30))
+        #expect(ContinuousClock.now - sent < .seconds(10))
         // Past the stall limit, the server ends the slow stream (a stalled write, counted); what it queued before
         // still arrives.
         try await waitUntil("the server gives up on the stalled stream", limit: .seconds(30)) {

@@ -48,7 +48,7 @@ struct PythonClientTests {
             ]
         )
         #expect(run.status == 0, "\(run.output)")
-        #expect(run.output.contains("19 passed"), "\(run.output)")
+        #expect(run.output.contains("20 passed"), "\(run.output)")
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)
     }

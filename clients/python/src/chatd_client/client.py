@@ -170,22 +170,31 @@ class Client(AsyncStubs):
                     method, payload, remaining, idempotency_key, metadata, attempt, timeout
                 )
             except ChatError as error:
-                delay = retry_delay(
-                    error,
-                    retry=attempt + 1,
-                    safe_to_repeat=method.idempotent or idempotency_key is not None,
-                    policy=self.retry,
-                    budget=self.retry_budget,
-                    rng=self._rng,
-                )
-                if delay is None or (deadline is not None and loop.time() + delay >= deadline):
+                delay = self._retry_delay(error, attempt, method.idempotent or idempotency_key is not None)
+                if not await self._wait_to_retry(delay, deadline):
                     raise
-                self.retries += 1
-                await self._sleep(delay)
                 attempt += 1
                 continue
             self.retry_budget.record_success()
             return response
+
+    def _retry_delay(self, error: ChatError, attempt: int, safe_to_repeat: bool) -> float | None:
+        return retry_delay(
+            error,
+            retry=attempt + 1,
+            safe_to_repeat=safe_to_repeat,
+            policy=self.retry,
+            budget=self.retry_budget,
+            rng=self._rng,
+        )
+
+    async def _wait_to_retry(self, delay: float | None, deadline: float | None) -> bool:
+        """Waits `delay` before another attempt; False (no wait) when there is none or it would pass `deadline`."""
+        if delay is None or (deadline is not None and asyncio.get_running_loop().time() + delay >= deadline):
+            return False
+        self.retries += 1
+        await self._sleep(delay)
+        return True
 
     async def _unary_attempt(
         self,
@@ -278,18 +287,9 @@ class Client(AsyncStubs):
                 elif received:
                     raise
                 else:
-                    delay = retry_delay(
-                        error,
-                        retry=attempt + 1,
-                        safe_to_repeat=method.idempotent,
-                        policy=self.retry,
-                        budget=self.retry_budget,
-                        rng=self._rng,
-                    )
-                if delay is None or (deadline is not None and loop.time() + delay >= deadline):
+                    delay = self._retry_delay(error, attempt, method.idempotent)
+                if not await self._wait_to_retry(delay, deadline):
                     raise
-                self.retries += 1
-                await self._sleep(delay)
                 attempt += 1
 
     async def _stream_attempt(

@@ -3,9 +3,9 @@ one connection, flow control both ways, deadlines and cancellation.
 
 Flow control: the connection's receive credit goes back as soon as DATA is read; a stream's only as its messages
 are consumed (in batches of an eighth of the window), so a caller that does not read holds back only its own
-stream, and the client buffers at most one stream window (INITIAL_WINDOW_SIZE) of complete messages per stream. The
-bytes of a message still incomplete are credited as they come, or a message larger than the window could never
-arrive; MAX_MESSAGE_SIZE bounds them. Requests respect the server's windows and MAX_FRAME_SIZE.
+stream, and the client buffers at most one stream window (INITIAL_WINDOW_SIZE) per stream. The
+bytes of a message larger than the window are credited as they come, or it could never arrive; MAX_MESSAGE_SIZE
+bounds them. Requests respect the server's windows and MAX_FRAME_SIZE.
 
 Writes: frames are queued and written together at the end of the event loop's turn (one TLS record and one system
 call for every call started in that turn); a writer waits for the transport to drain past WRITE_BUFFER_LIMIT.
@@ -143,7 +143,6 @@ class Connection:
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "chat/1":
             transport.close()
             raise ChatError(rpc_pb2.STATUS_CODE_UNAVAILABLE, "the server did not agree on chat/1", not_processed=True)
-        connection.start()
         return connection
 
     @classmethod
@@ -151,15 +150,16 @@ class Connection:
         """A connection over a connected socket without TLS (the tests' scripted peers)."""
         connection = cls()
         await asyncio.get_running_loop().create_connection(lambda: _Protocol(connection), sock=sock)
-        connection.start()
         return connection
 
-    def start(self) -> None:
-        """Sends the preface and this client's SETTINGS."""
+    def _connection_made(self, transport: asyncio.Transport) -> None:
+        """Writes the preface and this client's SETTINGS at once: the transport may hand over the server's first
+        frames (its SETTINGS, a PING) in the same turn, and the answers to them must come after the preface."""
+        self._transport = transport
         settings = struct.pack(
             ">HIHI", INITIAL_WINDOW_SIZE, STREAM_WINDOW, CONNECTION_WINDOW, RECEIVE_CONNECTION_WINDOW
         )
-        self._send(PREFACE + encode_frame(FrameType.SETTINGS, 0, 0, settings))
+        transport.write(PREFACE + encode_frame(FrameType.SETTINGS, 0, 0, settings))
 
     @property
     def buffered_bytes(self) -> int:
@@ -207,19 +207,8 @@ class Connection:
     async def call(self, header: rpc_pb2.CallHeader, request: bytes) -> AsyncGenerator[bytes, None]:
         """Opens a stream for `header`, sends `request`, and yields each response message's bytes; ends at TRAILERS
         OK and raises `ChatError` for any other status. Leaving the iteration early cancels the call (CANCEL)."""
-        if not self.is_usable:
-            raise ChatError(
-                rpc_pb2.STATUS_CODE_UNAVAILABLE, "the connection is closing; not processed", not_processed=True
-            )
-        await self._slots.acquire()
-        stream: _Stream | None = None
+        stream = await self._begin(header, request)
         try:
-            stream = self._open_stream()
-            self._send_header(stream, header)
-            await self._send_data(stream, encode_envelope(request))
-            if len(self._streams) == 1:
-                # The only call: nothing to share a write with, so it goes now rather than at the end of the turn.
-                self._flush()
             while True:
                 item = await stream.messages.get()
                 if isinstance(item, bytes):
@@ -235,28 +224,13 @@ class Connection:
                         raise status_error(item)
                     return
         finally:
-            if stream is not None and not stream.ended:
-                stream.ended = True
-                await self._send_cancel(stream.id)
-            if stream is not None:
-                self._streams.pop(stream.id, None)
-            self._slots.release()
+            await self._finish(stream)
 
     async def unary(self, header: rpc_pb2.CallHeader, request: bytes) -> bytes:
         """A unary call: `call` without the generator (the path most calls take): the response's bytes, or the
         status raised as `ChatError`."""
-        if not self.is_usable:
-            raise ChatError(
-                rpc_pb2.STATUS_CODE_UNAVAILABLE, "the connection is closing; not processed", not_processed=True
-            )
-        await self._slots.acquire()
-        stream: _Stream | None = None
+        stream = await self._begin(header, request)
         try:
-            stream = self._open_stream()
-            self._send_header(stream, header)
-            await self._send_data(stream, encode_envelope(request))
-            if len(self._streams) == 1:
-                self._flush()
             response: bytes | None = None
             while True:
                 item = await stream.messages.get()
@@ -275,12 +249,38 @@ class Connection:
                 else:
                     return response
         finally:
-            if stream is not None:
-                if not stream.ended:
-                    stream.ended = True
-                    await self._send_cancel(stream.id)
-                self._streams.pop(stream.id, None)
+            await self._finish(stream)
+
+    async def _begin(self, header: rpc_pb2.CallHeader, request: bytes) -> _Stream:
+        """Takes a stream slot, opens a stream and sends the call on it; `_finish` ends it."""
+        if not self.is_usable:
+            raise ChatError(
+                rpc_pb2.STATUS_CODE_UNAVAILABLE, "the connection is closing; not processed", not_processed=True
+            )
+        await self._slots.acquire()
+        try:
+            stream = self._open_stream()
+        except BaseException:
             self._slots.release()
+            raise
+        try:
+            self._send_header(stream, header)
+            await self._send_data(stream, encode_envelope(request))
+        except BaseException:
+            await self._finish(stream)
+            raise
+        if len(self._streams) == 1:
+            # The only call: nothing to share a write with, so it goes now rather than at the end of the turn.
+            self._flush()
+        return stream
+
+    async def _finish(self, stream: _Stream) -> None:
+        """Cancels the stream if it has not ended, forgets it and frees its slot."""
+        if not stream.ended:
+            stream.ended = True
+            await self._send_cancel(stream.id)
+        self._streams.pop(stream.id, None)
+        self._slots.release()
 
     def _send_header(self, stream: _Stream, header: rpc_pb2.CallHeader) -> None:
         encoded = header.SerializeToString()
@@ -447,9 +447,11 @@ class Connection:
                     stream.tail_credited = 0
                     stream.messages.put_nowait(message)
                 # A message larger than the window could never complete if its bytes were credited only once it is
-                # consumed: an incomplete message's bytes are credited as they come (bounded by MAX_MESSAGE_SIZE).
+                # consumed: such a message's bytes are credited as they come (bounded by MAX_MESSAGE_SIZE). One
+                # that fits waits for its consumer, as the Swift client does (docs/PROTOCOL.md 6).
                 tail = stream.deframer.buffered - stream.tail_credited
-                if tail >= CREDIT_BATCH and not stream.ended:
+                pending = stream.deframer.pending_size
+                if pending is not None and pending > STREAM_WINDOW and tail > 0 and not stream.ended:
                     stream.tail_credited += tail
                     stream.outstanding -= tail
                     self._send(encode_frame(FrameType.WINDOW_UPDATE, 0, stream.id, struct.pack(">I", tail)))
@@ -473,13 +475,14 @@ class Connection:
                 self._end(stream, cancelled, cancel=False)
         elif kind == FrameType.GOAWAY:
             last, code = struct.unpack(">II", frame.payload[:8])
+            debug = frame.payload[8:].decode("utf-8", "replace")
             last &= MAX_STREAM_ID
             self._going_away = last
             for stream in list(self._streams.values()):
                 if stream.id > last and not stream.ended:
                     unprocessed = ChatError(
                         rpc_pb2.STATUS_CODE_UNAVAILABLE,
-                        "the connection is closing; not processed",
+                        f"the connection is closing (GOAWAY {_error_name(code)}: {debug!r}); not processed",
                         not_processed=True,
                     )
                     self._end(stream, unprocessed, cancel=False)
@@ -542,7 +545,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.connection._transport = transport
+        self.connection._connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self.connection._received(data)
@@ -561,3 +564,10 @@ class _Protocol(asyncio.Protocol):
         transport = self.connection._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)

@@ -147,3 +147,11 @@ class MessageDeframer:
     def buffered(self) -> int:
         """Bytes of an incomplete message held."""
         return len(self._buffer)
+
+    @property
+    def pending_size(self) -> int | None:
+        """The whole envelope size (header included) of the incomplete message, once its header is in."""
+        if len(self._buffer) < ENVELOPE_HEADER_SIZE:
+            return None
+        length: int = struct.unpack_from(">I", self._buffer, 1)[0]
+        return ENVELOPE_HEADER_SIZE + length
