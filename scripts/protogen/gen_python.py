@@ -16,6 +16,8 @@ import sys
 
 from google.protobuf import descriptor_pb2
 
+from gen_swift import is_idempotent  # the contract's word on retries, one definition for both generators
+
 
 def snake(name):
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
@@ -25,11 +27,6 @@ def stub_name(service, method):
     if re.fullmatch(r"[A-Z][a-z]+", method):
         return snake(service.replace("Service", "")) + "_" + method.lower()
     return snake(method)
-
-
-def is_idempotent(method):
-    return method.options.idempotency_level in (
-        descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT)
 
 
 class Model:

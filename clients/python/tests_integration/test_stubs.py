@@ -37,9 +37,7 @@ def test_threads_messages_and_live_through_the_stubs() -> None:
         async with client() as c:
             assert (await c.health_check()).status == health_pb2.SERVING_STATUS_SERVING
             async with contextlib.aclosing(c.health_watch()) as health:
-                async for status in health:
-                    assert status.status == health_pb2.SERVING_STATUS_SERVING
-                    break
+                assert (await anext(health)).status == health_pb2.SERVING_STATUS_SERVING
             # No idempotency key given: the client makes one (SendMessage needs a key: the header's does).
             thread = (await c.create_thread(threads_pb2.CreateThreadRequest(learner_id=LEARNER, title="stubs"))).thread
             assert (await c.get_thread(threads_pb2.GetThreadRequest(thread_id=thread.id))).thread.title == "stubs"
@@ -65,18 +63,16 @@ def test_threads_messages_and_live_through_the_stubs() -> None:
                         break
             assert kinds[0] == "head" and kinds[-1] == "message"
             async with contextlib.aclosing(c.watch_inbox(live_pb2.WatchInboxRequest(learner_id=LEARNER))) as inbox:
-                async for inboxed in inbox:
-                    assert inboxed.event.HasField("head") and inboxed.event.head.cursor
-                    break
+                inboxed = await anext(inbox)
+                assert inboxed.event.HasField("head") and inboxed.event.head.cursor
             await c.delete_message(messages_pb2.DeleteMessageRequest(thread_id=thread.id, seq=seq))
             await c.delete_thread(threads_pb2.DeleteThreadRequest(thread_id=thread.id))
             with pytest.raises(NotFoundError):
                 await c.get_thread(threads_pb2.GetThreadRequest(thread_id=thread.id))
         async with client("service") as service:
             async with contextlib.aclosing(service.subscribe_events(events_pb2.SubscribeEventsRequest())) as outbox:
-                async for published in outbox:
-                    assert published.event.cursor and published.event.tenant_id
-                    break
+                published = await anext(outbox)
+                assert published.event.cursor and published.event.tenant_id
 
     asyncio.run(run())
 
@@ -161,10 +157,12 @@ def test_the_sync_facade_has_every_stub() -> None:
     with sync_client() as c:
         thread = c.create_thread(threads_pb2.CreateThreadRequest(learner_id=LEARNER, title="sync stubs")).thread
         c.send_message(messages_pb2.SendMessageRequest(thread_id=thread.id, body="s"))
+        bodies = []
         for response in c.watch_thread(live_pb2.WatchThreadRequest(thread_id=thread.id)):
             if response.event.HasField("message"):
-                assert response.event.message.message.body == "s"
+                bodies.append(response.event.message.message.body)
                 break
+        assert bodies == ["s"]
         with pytest.raises(NotFoundError):
             c.get_thread(threads_pb2.GetThreadRequest(thread_id="00000000-0000-4000-8000-00000000cafe"))
 

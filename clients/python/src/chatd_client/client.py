@@ -104,8 +104,12 @@ class Client(AsyncStubs):
             if self._connection is None or not self._connection.is_usable:
                 if self._connection is not None:
                     old = self._connection
-                    # Calls still open on it finish there; it closes when the server closes it.
-                    asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(old.close()))
+                    if old.open_streams == 0:
+                        asyncio.ensure_future(old.close())
+                    else:
+                        # Calls still open on it finish there (the server ends them when it drains); it is closed
+                        # after a minute at the latest, so replaced connections do not pile up.
+                        asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(old.close()))
                 try:
                     self._connection = await Connection.open(
                         self.host, self.port, self._context, server_hostname=self._server_hostname

@@ -167,6 +167,11 @@ class Connection:
         return sum(stream.buffered for stream in self._streams.values())
 
     @property
+    def open_streams(self) -> int:
+        """Calls open on the connection now."""
+        return len(self._streams)
+
+    @property
     def is_usable(self) -> bool:
         """False once the server said GOAWAY or the connection closed: new calls go to a new connection."""
         return self._going_away is None and self._closed is None
