@@ -18,6 +18,9 @@ let package = Package(
         .executable(name: "chatctl", targets: ["chatctl"]),
         .executable(name: "chat-bench", targets: ["chat-bench"]),
         .library(name: "ChatProto", targets: ["ChatProto"]),
+        // The Swift client, for other packages (clients/swift/Example): the client, its TLS context, and the
+        // statuses it throws.
+        .library(name: "ChatClient", targets: ["ChatClient", "ChatTLS", "ChatRPCCore"]),
         // For the fuzz targets in Tests/Fuzz.
         .library(name: "ChatWire", targets: ["ChatWire"]),
     ],
@@ -32,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         // The OTLP/HTTP exporter only (its gRPC exporter would bring a second RPC stack for nothing).
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // `swift package generate-documentation --target ChatClient` (Sources/ChatClient/ChatClient.docc).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -164,7 +169,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // MARK: Client
+        // MARK: Client (a library product; its DocC catalog is Sources/ChatClient/ChatClient.docc)
         .target(
             name: "ChatClient",
             dependencies: [

@@ -12,8 +12,12 @@ public struct CallOptions: Sendable {
     public var timeout: Duration?
     /// `Bearer <JWT>`; nil for the client's default.
     public var authorization: String?
-    /// Makes a mutation safe to retry (16 to 64 bytes).
+    /// Makes a mutation safe to retry (16 to 64 bytes); empty for one the client makes (see
+    /// `automaticIdempotencyKey`).
     public var idempotencyKey: [UInt8]
+    /// Whether a unary mutation without an `idempotencyKey` gets one the client makes (16 random bytes, the same on
+    /// every attempt). Off, a mutation without a key is not retried once it may have run.
+    public var automaticIdempotencyKey: Bool
     /// Extra metadata.
     public var metadata: [MetadataEntry]
     /// The caller's span (W3C trace context: a 16-byte trace id, an 8-byte span id, the flags), which the call's
@@ -26,8 +30,10 @@ public struct CallOptions: Sendable {
         authorization: String? = nil,
         idempotencyKey: [UInt8] = [],
         metadata: [MetadataEntry] = [],
-        trace: TraceContext? = nil
+        trace: TraceContext? = nil,
+        automaticIdempotencyKey: Bool = true
     ) {
+        self.automaticIdempotencyKey = automaticIdempotencyKey
         self.timeout = timeout
         self.authorization = authorization
         self.idempotencyKey = idempotencyKey
@@ -160,19 +166,87 @@ final class ChatConnection: Sendable {
     }
 }
 
-/// The Swift client of chatd: one connection (re-established when lost) that multiplexes concurrent calls, typed
-/// stubs for every method (`ChatClient+Stubs.swift`), deadlines, cancellation, and up to two transparent retries of unary calls
-/// the server did not process.
+/// A chatd server's address.
+public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+    /// A name or an address.
+    public var host: String
+    public var port: Int
+    /// The name to verify in the server's certificate; nil for `host`.
+    public var serverName: String?
+
+    /// Creates an endpoint.
+    public init(host: String, port: Int, serverName: String? = nil) {
+        self.host = host
+        self.port = port
+        self.serverName = serverName
+    }
+
+    /// Parses `host:port` (`[v6]:port` for an IPv6 address); nil when it is not one.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
+}
+
+/// How the client connects again: each new connection goes to the next endpoint (round robin, from a random
+/// start, so that many clients spread over the instances); one that fails goes on to the next (failover); a pass
+/// over every endpoint that fails is followed by a wait (exponential backoff with full jitter) and another pass.
+public struct ReconnectPolicy: Sendable, Hashable {
+    /// Passes over the endpoints before a call fails UNAVAILABLE (not processed).
+    public var passes: Int
+    /// The wait after the first failed pass, growing twofold up to `maxBackoff`.
+    public var initialBackoff: Duration
+    public var maxBackoff: Duration
+
+    /// Creates a policy.
+    public init(passes: Int = 3, initialBackoff: Duration = .milliseconds(100), maxBackoff: Duration = .seconds(2)) {
+        precondition(passes >= 1, "passes: at least 1")
+        self.passes = passes
+        self.initialBackoff = initialBackoff
+        self.maxBackoff = maxBackoff
+    }
+}
+
+/// The Swift client of chatd: one connection at a time (to one of several endpoints: round robin, failover,
+/// reconnects with backoff) that multiplexes concurrent calls; typed stubs for every method
+/// (`ChatClient+Stubs.swift`); deadlines; cancellation; retries under a budget (``RetryPolicy``, ``RetryBudget``);
+/// idempotency keys for every mutation; streams that resume by themselves (``ResumingStream``).
 public final class ChatClient: Sendable {
-    private let host: String
-    private let port: Int
+    /// The servers, tried in turn.
+    public let endpoints: [Endpoint]
     private let tls: TLSContext
-    private let serverName: String?
     private let group: any EventLoopGroup
     private let defaultAuthorization: String?
+    /// How failed unary calls are sent again.
+    public let retryPolicy: RetryPolicy
+    /// How the client connects again.
+    public let reconnectPolicy: ReconnectPolicy
+    private let decider: RetryDecider
     private let current = Mutex<Task<ChatConnection, any Error>?>(nil)
+    private let state: Mutex<State>
+    private let counters = Counters()
 
-    /// Creates a client; it connects on the first call.
+    struct State {
+        var nextEndpoint: Int
+        var connected: Endpoint?
+    }
+
+    final class Counters: Sendable {
+        let retries = Atomic<UInt64>(0)
+        let resumes = Atomic<UInt64>(0)
+        let connections = Atomic<UInt64>(0)
+    }
+
+    /// Creates a client of one server; it connects on the first call.
     ///
     /// - Parameters:
     ///   - host: the server's address.
@@ -180,22 +254,69 @@ public final class ChatClient: Sendable {
     ///   - tls: a client TLS context (trust roots, optional client certificate).
     ///   - serverName: the name to verify in the server's certificate; defaults to `host`.
     ///   - authorization: the default `Bearer <JWT>` for every call.
-    ///   - group: the event loops to use.
-    public init(
+    ///   - retry: how failed unary calls are sent again.
+    ///   - budget: the retry budget the client's calls share.
+    ///   - group: the event loops to use; nil for SwiftNIO's shared ones.
+    public convenience init(
         host: String,
         port: Int,
         tls: TLSContext,
         serverName: String? = nil,
         authorization: String? = nil,
-        group: any EventLoopGroup
+        retry: RetryPolicy = RetryPolicy(),
+        budget: RetryBudget = RetryBudget(),
+        group: (any EventLoopGroup)? = nil
     ) {
-        self.host = host
-        self.port = port
-        self.tls = tls
-        self.serverName = serverName
-        self.defaultAuthorization = authorization
-        self.group = group
+        self.init(
+            endpoints: [Endpoint(host: host, port: port, serverName: serverName)],
+            tls: tls,
+            authorization: authorization,
+            retry: retry,
+            budget: budget,
+            group: group
+        )
     }
+
+    /// Creates a client of several servers (instances of one deployment); it connects on the first call.
+    ///
+    /// - Parameters:
+    ///   - endpoints: the servers, at least one.
+    ///   - tls: a client TLS context (trust roots, optional client certificate).
+    ///   - authorization: the default `Bearer <JWT>` for every call.
+    ///   - retry: how failed unary calls are sent again.
+    ///   - budget: the retry budget the client's calls share.
+    ///   - reconnect: how the client connects again.
+    ///   - group: the event loops to use; nil for SwiftNIO's shared ones.
+    public init(
+        endpoints: [Endpoint],
+        tls: TLSContext,
+        authorization: String? = nil,
+        retry: RetryPolicy = RetryPolicy(),
+        budget: RetryBudget = RetryBudget(),
+        reconnect: ReconnectPolicy = ReconnectPolicy(),
+        group: (any EventLoopGroup)? = nil
+    ) {
+        precondition(!endpoints.isEmpty, "endpoints: at least one")
+        self.endpoints = endpoints
+        self.tls = tls
+        self.defaultAuthorization = authorization
+        self.group = group ?? MultiThreadedEventLoopGroup.singleton
+        self.retryPolicy = retry
+        self.reconnectPolicy = reconnect
+        self.decider = RetryDecider(policy: retry, budget: budget)
+        self.state = Mutex(State(nextEndpoint: Int.random(in: 0..<endpoints.count), connected: nil))
+    }
+
+    /// The endpoint of the connection in use, if any.
+    public var connectedEndpoint: Endpoint? { self.state.withLock { $0.connected } }
+    /// Unary attempts made again, since the client was created.
+    public var retries: UInt64 { self.counters.retries.load(ordering: .relaxed) }
+    /// Streams resumed by ``ResumingStream``.
+    public var resumes: UInt64 { self.counters.resumes.load(ordering: .relaxed) }
+    /// Connections made.
+    public var connections: UInt64 { self.counters.connections.load(ordering: .relaxed) }
+
+    func countResume() { self.counters.resumes.add(1, ordering: .relaxed) }
 
     private func connection() async throws -> ChatConnection {
         // A connection the server closes before any call went out on it (it went idle or drained while this
@@ -209,7 +330,8 @@ public final class ChatClient: Sendable {
                 guard attempts < 3 else {
                     throw RPCError(
                         .unavailable,
-                        "\(self.host):\(self.port) closed the connection before its first call"
+                        "\(self.endpoints.map(\.description).joined(separator: ", ")) closed the connection before its first call",
+                        notProcessed: true
                     )
                 }
             }
@@ -223,9 +345,7 @@ public final class ChatClient: Sendable {
         }
         let fresh = self.current.withLock { current -> Task<ChatConnection, any Error> in
             if let current, current != existing { return current }
-            let task = Task { [host, port, tls, serverName, group] in
-                try await ChatConnection.connect(host: host, port: port, tls: tls, serverName: serverName, group: group)
-            }
+            let task = Task { try await self.connectAny() }
             current = task
             return task
         }
@@ -233,13 +353,49 @@ public final class ChatClient: Sendable {
             return try await fresh.value
         } catch {
             self.current.withLock { if $0 == fresh { $0 = nil } }
-            if error is ChatConnection.ClosedBeforeUse { throw error }
-            throw RPCError(.unavailable, "cannot connect to \(self.host):\(self.port): \(error)")
+            throw error
         }
     }
 
-    /// How often a unary call the server did not take (UNAVAILABLE, not processed) is sent again.
-    static let maxUnprocessedRetries: UInt32 = 2
+    /// A new connection: the next endpoint in turn, the others after it when it fails, passes with backoff.
+    private func connectAny() async throws -> ChatConnection {
+        var failures: [String] = []
+        for pass in 0..<self.reconnectPolicy.passes {
+            if pass > 0 {
+                var ceiling = self.reconnectPolicy.initialBackoff
+                for _ in 1..<pass { ceiling = min(self.reconnectPolicy.maxBackoff, ceiling * 2) }
+                try await Task.sleep(for: ceiling * Double.random(in: 0.5...1))
+            }
+            let start = self.state.withLock { state -> Int in
+                defer { state.nextEndpoint = (state.nextEndpoint + 1) % self.endpoints.count }
+                return state.nextEndpoint
+            }
+            for offset in 0..<self.endpoints.count {
+                let endpoint = self.endpoints[(start + offset) % self.endpoints.count]
+                do {
+                    let connection = try await ChatConnection.connect(
+                        host: endpoint.host,
+                        port: endpoint.port,
+                        tls: self.tls,
+                        serverName: endpoint.serverName,
+                        group: self.group
+                    )
+                    self.counters.connections.add(1, ordering: .relaxed)
+                    self.state.withLock { $0.connected = endpoint }
+                    return connection
+                } catch let error as ChatConnection.ClosedBeforeUse {
+                    throw error
+                } catch {
+                    failures.append("\(endpoint): \(error)")
+                }
+            }
+        }
+        throw RPCError(
+            .unavailable,
+            "cannot connect: \(failures.suffix(self.endpoints.count).joined(separator: "; "))",
+            notProcessed: true
+        )
+    }
 
     private func header(_ path: String, _ options: CallOptions, attempt: UInt32) -> CallHeader {
         var header = CallHeader(method: path)
@@ -275,8 +431,9 @@ public final class ChatClient: Sendable {
         return ResponseStream(messages: messages, consumed: returnsCredit ? consumed : noCredit)
     }
 
-    /// Calls a unary method. A call the server did not process (refused, or caught by a GOAWAY) is retried once on a
-    /// fresh connection.
+    /// Calls a unary method. A failed call is sent again when that can help and cannot do harm (``RetryPolicy``),
+    /// within its deadline and the client's ``RetryBudget``. A mutation without an idempotency key gets one (the
+    /// same on every attempt), so that its retries have one effect.
     ///
     /// - Throws: `RPCError` with the call's status.
     public func unary<Request: ProtoMessage, Response: ProtoMessage>(
@@ -284,35 +441,57 @@ public final class ChatClient: Sendable {
         _ request: Request,
         options: CallOptions = CallOptions()
     ) async throws -> Response {
+        var options = options
+        if !method.idempotent && options.idempotencyKey.isEmpty && options.automaticIdempotencyKey {
+            var random = SystemRandomNumberGenerator()
+            options.idempotencyKey = (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) }
+        }
+        let safeToRepeat = method.idempotent || !options.idempotencyKey.isEmpty
+        let deadline = options.timeout.map { ContinuousClock.now + $0 }
         var attempt: UInt32 = 0
         while true {
+            var attemptOptions = options
+            if let deadline { attemptOptions.timeout = deadline - ContinuousClock.now }
             do {
-                let stream = try await self.open(
-                    method,
-                    request,
-                    options: options,
-                    attempt: attempt,
-                    returnsCredit: false
-                )
-                var response: Response?
-                for try await message in stream {
-                    guard response == nil else {
-                        throw RPCError(.internal, "the server sent more than one response to a unary call")
-                    }
-                    response = message
-                }
-                guard let response else { throw RPCError(.internal, "the server sent no response to a unary call") }
+                let response = try await self.unaryAttempt(method, request, options: attemptOptions, attempt: attempt)
+                self.decider.succeeded()
                 return response
-            } catch let error as RPCError
-                where error.notProcessed && error.code == .unavailable && attempt < Self.maxUnprocessedRetries
-            {
-                // The connection went away before the server took the call (it drained, or went idle while this
-                // machine was slow): again on a fresh one, a few times at most. A refusal (rate limit, credentials,
-                // a bad header) is not_processed too, but with another code: the same call would fail again.
+            } catch let error as RPCError {
+                guard
+                    let delay = self.decider.delay(
+                        after: error,
+                        retry: Int(attempt) + 1,
+                        safeToRepeat: safeToRepeat,
+                        random: { Double.random(in: 0...1) }
+                    )
+                else { throw error }
+                if let deadline, ContinuousClock.now + delay >= deadline { throw error }
+                try await Task.sleep(for: delay)
+                self.counters.retries.add(1, ordering: .relaxed)
                 attempt += 1
-                continue
             }
         }
+    }
+
+    private func unaryAttempt<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: ChatMethod<Request, Response>,
+        _ request: Request,
+        options: CallOptions,
+        attempt: UInt32
+    ) async throws -> Response {
+        if let timeout = options.timeout, timeout <= .zero {
+            throw RPCError(.deadlineExceeded, "the deadline passed")
+        }
+        let stream = try await self.open(method, request, options: options, attempt: attempt, returnsCredit: false)
+        var response: Response?
+        for try await message in stream {
+            guard response == nil else {
+                throw RPCError(.internal, "the server sent more than one response to a unary call")
+            }
+            response = message
+        }
+        guard let response else { throw RPCError(.internal, "the server sent no response to a unary call") }
+        return response
     }
 
     /// Calls a server-streaming method.

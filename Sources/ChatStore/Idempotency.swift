@@ -143,14 +143,17 @@ public final class IdempotencyClaim: Sendable {
     }
 
     /// The statement that stores the outcome in the key's row, before COMMIT, with the learner the transaction's
-    /// events were about (so that erasing the learner erases the outcome too).
+    /// content events were about (so that erasing the learner erases the outcome too). Privacy events and the
+    /// erased tombstones an erasure writes do not count: an erasure's receipt (counts, no content) stays with its
+    /// key after the learner is gone, so that a retry still gets it.
     static func outcomeStatement(key: [UInt8], status: [UInt8], response: [UInt8]?) -> SQL {
         """
         UPDATE chat.idempotency_keys SET status = decode(\(Hex.encode(status)), 'hex'), \
         response = decode(\(response.map(Hex.encode)), 'hex'), \
         learner_id = (SELECT o.learner_id FROM chat.outbox o \
                       WHERE o.tenant_id = chat.current_tenant() AND o.tx_id = pg_current_xact_id() \
-                        AND o.learner_id IS NOT NULL LIMIT 1)
+                        AND o.learner_id IS NOT NULL AND NOT o.erased \
+                        AND o.type = ANY (\(chatEventNumbers)::int2[]) LIMIT 1)
         WHERE tenant_id = chat.current_tenant() AND user_id = current_setting('app.user_id', true)
           AND key = decode(\(Hex.encode(key)), 'hex')
         """

@@ -72,13 +72,18 @@ final class ChatdProcess: Sendable {
     }
 
     /// A client of this instance that trusts the test CA.
-    func client(_ authorization: String? = nil, group: MultiThreadedEventLoopGroup) throws -> ChatClient {
+    func client(
+        _ authorization: String? = nil,
+        retry: RetryPolicy = RetryPolicy(),
+        group: MultiThreadedEventLoopGroup
+    ) throws -> ChatClient {
         let tls = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
         return ChatClient(
             host: "127.0.0.1",
             port: self.port,
             tls: try TLSContext(configuration: .client(trustRoots: "\(tls)/ca.pem")),
             authorization: authorization,
+            retry: retry,
             group: group
         )
     }
@@ -100,6 +105,25 @@ final class ChatdProcess: Sendable {
             directory: directory,
             signingKey: "\(directory)/signing.pem",
             baseArguments: base
+        )
+    }
+
+    /// Another instance of the same deployment as `first`: its database, keys and tokens (its `baseArguments`), on
+    /// a port of its own, with its log in a directory of its own. `first` must outlive it (its files are first's).
+    static func startSibling(of first: ChatdProcess, arguments: [String] = []) async throws -> ChatdProcess {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let argv = first.baseArguments + ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + arguments
+        let log = "\(directory)/chatd.log"
+        let pid = try spawnProgram(argv, log: log)
+        let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
+        return ChatdProcess(
+            pid: pid,
+            port: port,
+            adminPort: adminPort,
+            directory: directory,
+            signingKey: first.signingKey,
+            baseArguments: first.baseArguments
         )
     }
 
@@ -294,7 +318,10 @@ struct ChatdProcessTests {
         // A per-user budget of 3 calls a second (burst 6), so that the limiter's presence is observable.
         let chatd = try await ChatdProcess.start(arguments: ["--rate-per-user", "3"])
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        func client(_ authorization: String?) throws -> ChatClient { try chatd.client(authorization, group: group) }
+        // Refusals are what this test looks for: no retries.
+        func client(_ authorization: String?) throws -> ChatClient {
+            try chatd.client(authorization, retry: RetryPolicy(maxAttempts: 1), group: group)
+        }
         let anonymous = try client(nil)
         try await chatd.waitServing(anonymous)
 

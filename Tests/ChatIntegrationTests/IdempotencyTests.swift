@@ -313,9 +313,15 @@ struct IdempotencyTests {
         }
         #expect(try await stored(Fixture.learnerA1) == "2")
         #expect(try await stored(Fixture.learnerA2) == "2")
-        _ = try await officer.eraseLearnerData(EraseLearnerDataRequest(learnerId: Fixture.learnerA1, reason: "x"))
+        let erasureKey = freshKey()
+        let erasure = EraseLearnerDataRequest(learnerId: Fixture.learnerA1, reason: "x")
+        let receipt = try await officer.eraseLearnerData(erasure, options: keyed(erasureKey))
         #expect(try await stored(Fixture.learnerA1) == "0")
         #expect(try await stored(Fixture.learnerA2) == "2")
+        // The erasure's own outcome (counts, no content) is not about the learner's content: it stays with its key,
+        // and a retry gets the first receipt, not a second run's zeros.
+        let again = try await officer.eraseLearnerData(erasure, options: keyed(erasureKey))
+        #expect(again == receipt && receipt.receipt?.removed?.threads == 1, "\(again) vs \(receipt)")
         let leftovers = try await superuserQuery(
             harness.database,
             "SELECT count(*) FROM chat.idempotency_keys WHERE position(convert_to('secret of \(Fixture.learnerA1)', 'UTF8') IN response) > 0"

@@ -125,7 +125,8 @@ final class ServiceHarness: Sendable {
         tenant: String = Fixture.tenantA,
         user: String? = nil,
         scope: [String] = [],
-        lifetime: Int64 = 3600
+        lifetime: Int64 = 3600,
+        retry: RetryPolicy = RetryPolicy()
     ) throws -> ChatClient {
         let now = Int64(Date().timeIntervalSince1970)
         let token = try self.signer.sign(claims: [
@@ -138,6 +139,7 @@ final class ServiceHarness: Sendable {
             port: self.port,
             tls: try TLSContext(configuration: .client(trustRoots: "\(directory)/ca.pem")),
             authorization: "Bearer \(token)",
+            retry: retry,
             group: self.group
         )
     }

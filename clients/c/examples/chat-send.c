@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
+    /* No SIGPIPE handling here: the library keeps writes to closed connections from raising it. */
     int rc;
     if (strcmp(command, "send") == 0 && i + 2 < argc) rc = send_one(client, thread, argv[i + 2]);
     else if (strcmp(command, "watch") == 0) rc = watch(client, thread, i + 2 < argc ? strtoull(argv[i + 2], NULL, 10) : 0);

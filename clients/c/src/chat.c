@@ -17,6 +17,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -110,6 +111,31 @@ static void buf_free(buf *b) {
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+/* SIGPIPE: a write to a connection the server closed raises it, and its default action ends the process. The
+ * library never asks its callers to ignore it (libpq's way): the I/O thread blocks it for good (a SIGPIPE raised by
+ * its writes stays pending on it, and the write fails with EPIPE), and the handshake, which runs on the caller's
+ * thread, blocks it for its duration and takes back a SIGPIPE it raised. */
+static void sigpipe_block(sigset_t *saved, bool *was_pending) {
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, saved);
+    *was_pending = false;
+    if (sigismember(saved, SIGPIPE) && sigpending(&pending) == 0) *was_pending = sigismember(&pending, SIGPIPE);
+}
+
+static void sigpipe_restore(const sigset_t *saved, bool was_pending) {
+    sigset_t pending;
+    if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        const struct timespec none = {0, 0};
+        while (sigtimedwait(&pipe, NULL, &none) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, saved, NULL);
 }
 
 /* ---- statuses ---- */
@@ -807,6 +833,10 @@ static void ssl_error_text(char *out, size_t cap, const char *what) {
 
 static void *io_main(void *arg) {
     conn *c = arg;
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     uint8_t *rb = malloc(65536);
     buf w = {0};
     size_t woff = 0;
@@ -1019,12 +1049,15 @@ static conn *conn_new(chat_client *cl, char *why, size_t cap) {
         return NULL;
     }
     const char *name = cl->server_name ? cl->server_name : cl->host;
+    sigset_t saved_mask;
+    bool sigpipe_was_pending;
     if (!is_ip_address(name)) {
         SSL_set_tlsext_host_name(c->ssl, name);
         SSL_set1_host(c->ssl, name);
     } else {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name);
     }
+    sigpipe_block(&saved_mask, &sigpipe_was_pending);
     for (;;) {
         ERR_clear_error();
         errno = 0;
@@ -1043,15 +1076,18 @@ static conn *conn_new(chat_client *cl, char *why, size_t cap) {
                 snprintf(text, sizeof text, "TLS handshake with %s:%u failed", cl->host, cl->port);
                 ssl_error_text(why, cap, text);
             }
+            sigpipe_restore(&saved_mask, sigpipe_was_pending);
             conn_unref(c);
             return NULL;
         }
         if (!wait_fd(fd, ev, deadline)) {
             snprintf(why, cap, "TLS handshake with %s:%u timed out", cl->host, cl->port);
+            sigpipe_restore(&saved_mask, sigpipe_was_pending);
             conn_unref(c);
             return NULL;
         }
     }
+    sigpipe_restore(&saved_mask, sigpipe_was_pending);
     const unsigned char *proto = NULL;
     unsigned int proto_len = 0;
     SSL_get0_alpn_selected(c->ssl, &proto, &proto_len);
