@@ -160,7 +160,13 @@ struct ChatBench: AsyncParsableCommand {
                         body: body,
                         idempotencyKey: "\(run)-\(worker)-\(iteration)"
                     ),
-                    options: options()
+                    // The body key dedupes the message, as in every earlier run of this row (and in the pgbench
+                    // peer's transaction); the client's own header key would add a stored outcome per send.
+                    options: {
+                        var o = options()
+                        o.automaticIdempotencyKey = false
+                        return o
+                    }()
                 )
             }
         case "list":

@@ -13,7 +13,7 @@ import Testing
 @Suite("The C client against chatd")
 struct CClientTests {
     @Test(
-        "libchat under ASan+LSan: unary calls, errors with details, deadlines and cancel, a slow consumer, eight threads on one connection, a large response, a token callback, drain and kill -9 mid-stream with resume, retries after RetryInfo; chat-send"
+        "libchat under ASan+LSan: unary calls, errors with details, deadlines and cancel, a slow consumer, eight threads on one connection, a large response, a token callback, drain and kill -9 mid-stream with resume, retries after RetryInfo, a reset mid-request without SIGPIPE; chat-send; installed and found with pkg-config"
     )
     func libchatAgainstChatd() async throws {
         let root = TestDatabase.repositoryRoot.appendingPathComponent("clients/c").path
@@ -44,7 +44,7 @@ struct CClientTests {
         ]
         let run = try await runProgram("/usr/bin/env", environment + ["\(build)/chat-test"])
         #expect(run.status == 0, "\(run.output)")
-        #expect(run.output.contains("9 passed, 0 failed"), "\(run.output)")
+        #expect(run.output.contains("10 passed, 0 failed"), "\(run.output)")
         #expect(!run.output.contains("LeakSanitizer"), "\(run.output)")
         print(run.output)
 
@@ -66,6 +66,29 @@ struct CClientTests {
             empty.status == 1 && empty.output.contains("INVALID_ARGUMENT") && empty.output.contains("body:"),
             "\(empty.output)"
         )
+
+        // Installed (a release build), found with pkg-config, linked against the shared library.
+        let prefix = "\(build)/prefix"
+        let installed = try await runProgram(
+            "/usr/bin/make",
+            ["-s", "-C", root, "-j2", "BUILD=\(build)/release", "PREFIX=\(prefix)", "install"]
+        )
+        try #require(installed.status == 0, "\(installed.output)")
+        let compiled = try await runProgram(
+            "/bin/sh",
+            [
+                "-c",
+                "cc -o \(build)/chat-send-shared \(root)/examples/chat-send.c "
+                    + "$(PKG_CONFIG_PATH=\(prefix)/lib/pkgconfig pkg-config --cflags --libs libchat)",
+            ]
+        )
+        try #require(compiled.status == 0, "\(compiled.output)")
+        let shared = try await runProgram(
+            "/usr/bin/env",
+            ["LD_LIBRARY_PATH=\(prefix)/lib", "CHAT_TOKEN=\(token)", "\(build)/chat-send-shared"] + address
+                + ["send", threadID, "through pkg-config"]
+        )
+        #expect(shared.status == 0 && shared.output.contains("seq 2"), "\(shared.output)")
         kill(chatd.pid, SIGTERM)
         #expect(try await chatd.wait() == 0)
     }

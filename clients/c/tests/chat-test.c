@@ -2,7 +2,8 @@
  * libchat against a real chatd over real TLS (run by Tests/ChatIntegrationTests/CClientTests.swift, under
  * AddressSanitizer and LeakSanitizer there). The environment says where:
  *   LIBCHAT_TEST_ADDRESS   host:port of a chatd the harness started
- *   LIBCHAT_TEST_CA        the test CA (PEM)
+ *   LIBCHAT_TEST_CA        the test CA (PEM); server.pem and server.key beside it serve a hostile TLS peer of the
+ *                          tests' own
  *   LIBCHAT_TEST_TOKEN     a tenant admin's JWT
  *   LIBCHAT_TEST_LEARNER   a learner of that tenant
  *   LIBCHAT_TEST_CHATD     a file with the command line of another chatd on the same database, one argument per
@@ -25,6 +26,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 extern char **environ;
 
@@ -655,6 +658,98 @@ static bool test_retries_not_processed(void) {
     return true;
 }
 
+
+/* A hostile peer: completes the TLS handshake, offers the largest windows, reads none of a 12 MiB request, and
+ * resets the connection while the client waits to write the rest. The client's first read after the reset takes
+ * the error; its next write would raise SIGPIPE, whose default action ends the process. This program does not
+ * ignore SIGPIPE, so the test passes only if the library keeps it from being raised. */
+typedef struct rogue {
+    int listen_fd;
+    uint16_t port;
+    SSL_CTX *ctx;
+} rogue;
+
+static int rogue_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                      unsigned int inlen, void *arg) {
+    (void)ssl; (void)in; (void)inlen; (void)arg;
+    *out = (const unsigned char *)"chat/1";
+    *outlen = 6;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void *rogue_main(void *arg) {
+    rogue *r = arg;
+    int fd = accept(r->listen_fd, NULL, NULL);
+    if (fd < 0) return NULL;
+    SSL *ssl = SSL_new(r->ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+        /* SETTINGS: INITIAL_WINDOW_SIZE, CONNECTION_WINDOW and MAX_MESSAGE_SIZE as large as they go. */
+        uint8_t f[9 + 18] = {0, 0, 18, 7, 0, 0, 0, 0, 0,
+                             0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 7, 0x7f, 0xff, 0xff, 0xff, 0, 4, 0x01, 0, 0, 0};
+        SSL_write(ssl, f, sizeof f);
+        /* Read nothing: the client's request fills the socket buffers and its writes wait for room. */
+        struct timespec pause = {0, 500 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    struct linger reset = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    close(fd);
+    SSL_free(ssl);
+    return NULL;
+}
+
+static bool test_reset_mid_write(void) {
+    char cert[512], key[512];
+    int dir = (int)(strrchr(ca, '/') ? strrchr(ca, '/') - ca : 1);
+    snprintf(cert, sizeof cert, "%.*s/server.pem", dir, ca);
+    snprintf(key, sizeof key, "%.*s/server.key", dir, ca);
+    rogue r = {0};
+    r.ctx = SSL_CTX_new(TLS_server_method());
+    CHECK(SSL_CTX_use_certificate_chain_file(r.ctx, cert) == 1 &&
+              SSL_CTX_use_PrivateKey_file(r.ctx, key, SSL_FILETYPE_PEM) == 1, "the test's server certificate");
+    SSL_CTX_set_alpn_select_cb(r.ctx, rogue_alpn, NULL);
+    r.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    CHECK(bind(r.listen_fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(r.listen_fd, 1) == 0 &&
+              getsockname(r.listen_fd, (struct sockaddr *)&a, &len) == 0, "listen");
+    r.port = ntohs(a.sin_port);
+    pthread_t thread;
+    pthread_create(&thread, NULL, rogue_main, &r);
+    chat_options o;
+    chat_options_init(&o);
+    o.host = host;
+    o.port = r.port;
+    o.ca_file = ca;
+    o.token = token;
+    o.max_attempts = 1; /* the peer takes one connection */
+    chat_status st = {0};
+    chat_client *c = chat_client_new(&o, &st);
+    CHECK(c != NULL, "client: %s", st.message);
+    /* Connected, with the peer's SETTINGS (a MAX_MESSAGE_SIZE of 16 MiB) read before the call. */
+    CHECK(chat_client_connect(c, &st) == CHAT_OK, "connect: %s", st.message);
+    sleep_ms(100);
+    enum { SIZE = 12 * 1024 * 1024 };
+    uint8_t *request = calloc(1, SIZE);
+    uint8_t *response = NULL;
+    size_t response_len = 0;
+    chat_call_options once = {.timeout_ms = 20000};
+    chat_code code = chat_unary_bytes(c, &chat_method_health_service_check, request, SIZE, &once, &response,
+                                      &response_len, &st);
+    free(request);
+    free(response);
+    pthread_join(thread, NULL);
+    close(r.listen_fd);
+    SSL_CTX_free(r.ctx);
+    CHECK(code == CHAT_UNAVAILABLE, "a reset mid-request: %s %s", chat_code_name(code), st.message);
+    chat_status_clear(&st);
+    chat_client_free(c);
+    return true;
+}
+
 int main(void) {
     /* No SIGPIPE handling here: the library keeps writes to closed connections from raising it. */
     const char *address = env("LIBCHAT_TEST_ADDRESS");
@@ -673,6 +768,7 @@ int main(void) {
     run("a token callback", test_token_callback);
     run("drain and kill -9 mid-stream: reconnect and resume, every message once", test_restart_mid_stream);
     run("rate-limited calls retried after RetryInfo, one effect each", test_retries_not_processed);
+    run("a peer that resets the connection mid-request: UNAVAILABLE, and no SIGPIPE", test_reset_mid_write);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
