@@ -94,6 +94,21 @@ final class ChatdProcess: Sendable {
         -> ChatdProcess
     {
         let base = try await Self.prepare(database: database, directory: directory)
+        return try await Self.spawn(
+            base: base,
+            directory: directory,
+            signingKey: "\(directory)/signing.pem",
+            arguments: arguments
+        )
+    }
+
+    /// Starts `base` (a command line from `prepare`) on ports the kernel picks, its log in `directory`.
+    private static func spawn(
+        base: [String],
+        directory: String,
+        signingKey: String,
+        arguments: [String]
+    ) async throws -> ChatdProcess {
         let argv = base + ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + arguments
         let log = "\(directory)/chatd.log"
         let pid = try spawnProgram(argv, log: log)
@@ -103,7 +118,7 @@ final class ChatdProcess: Sendable {
             port: port,
             adminPort: adminPort,
             directory: directory,
-            signingKey: "\(directory)/signing.pem",
+            signingKey: signingKey,
             baseArguments: base
         )
     }
@@ -113,17 +128,11 @@ final class ChatdProcess: Sendable {
     static func startSibling(of first: ChatdProcess, arguments: [String] = []) async throws -> ChatdProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let argv = first.baseArguments + ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + arguments
-        let log = "\(directory)/chatd.log"
-        let pid = try spawnProgram(argv, log: log)
-        let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
-        return ChatdProcess(
-            pid: pid,
-            port: port,
-            adminPort: adminPort,
+        return try await Self.spawn(
+            base: first.baseArguments,
             directory: directory,
             signingKey: first.signingKey,
-            baseArguments: first.baseArguments
+            arguments: arguments
         )
     }
 

@@ -335,13 +335,19 @@ struct chat_stream {
     int64_t deadline_ns;
 };
 
-static void call_unref(call *c) {
-    if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+/* Drops the responses a call holds that were not read. */
+static void free_messages(call *c) {
     for (msg *m = c->head; m != NULL;) {
         msg *next = m->next;
         free(m);
         m = next;
     }
+    c->head = c->tail = NULL;
+}
+
+static void call_unref(call *c) {
+    if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    free_messages(c);
     free(c->partial);
     free(c->header);
     free(c->request);
@@ -1495,12 +1501,7 @@ static call *start_call(conn *c, uint8_t *header, size_t header_len, uint8_t *re
 static void call_cancel(conn *c, call *k, chat_code code, const char *why) {
     if (k->state == CALL_DONE) return;
     /* What was not read is not wanted. */
-    for (msg *m = k->head; m != NULL;) {
-        msg *next = m->next;
-        free(m);
-        m = next;
-    }
-    k->head = k->tail = NULL;
+    free_messages(k);
     k->buffered = 0;
     if (k->state == CALL_OPEN) {
         frame_u32(c, FRAME_CANCEL, k->id, ERR_CANCEL);
