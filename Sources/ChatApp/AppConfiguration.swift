@@ -81,11 +81,21 @@ public struct AppConfiguration: Sendable {
         public var interval: Duration
         /// Rows per batch (1 to 10000).
         public var batchSize: Int
+        /// How long outbox events are kept, the resume window of WatchInbox and SubscribeEvents; nil: for ever.
+        public var outboxWindow: Duration?
+
+        /// The default resume window: seven days.
+        public static let defaultOutboxWindow: Duration = .seconds(7 * 86_400)
 
         /// Creates a schedule.
-        public init(interval: Duration, batchSize: Int = 1000) {
+        public init(
+            interval: Duration,
+            batchSize: Int = 1000,
+            outboxWindow: Duration? = Retention.defaultOutboxWindow
+        ) {
             self.interval = interval
             self.batchSize = batchSize
+            self.outboxWindow = outboxWindow
         }
     }
 
@@ -178,6 +188,7 @@ extension AppConfiguration {
         if let retention = self.retention {
             lines += [
                 "retention-interval: \(seconds(retention.interval))", "retention-batch-size: \(retention.batchSize)",
+                "outbox-resume-window: \(retention.outboxWindow.map(seconds) ?? "0")",
             ]
         } else {
             lines.append("retention-interval: off")

@@ -168,6 +168,7 @@ public final class ChatApplication: Sendable {
                     pool: self.pool,
                     interval: retention.interval,
                     batchSize: retention.batchSize,
+                    outboxWindow: retention.outboxWindow,
                     logger: self.logger,
                     metrics: self.retentionMetrics
                 )

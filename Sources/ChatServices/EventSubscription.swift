@@ -38,6 +38,7 @@ extension LiveService {
         let subscription = self.hub.subscribe(tenantID: principal.tenantID, interest: .feed(learners: nil))
         defer { self.hub.unsubscribe(subscription) }
         do {
+            if !request.cursor.isEmpty { try await self.requireInResumeWindow(cursor, tenant, &stream) }
             try await self.followOutbox(
                 tenant,
                 cursor: &cursor,

@@ -238,6 +238,7 @@ public struct LiveService: Sendable {
                 cursor = try await stream.read { try await self.repository.currentCursor(tenant) }
             } else {
                 cursor = try self.openCursor(request.cursor, .watchInbox, for: principal)
+                try await self.requireInResumeWindow(cursor, tenant, &stream)
             }
             try await stream.send(
                 WatchInboxResponse(
@@ -260,6 +261,24 @@ public struct LiveService: Sendable {
         } catch {
             throw stream.ended(by: error, resume: ResumeInfo(cursor: seal(cursor)), "cursor \(cursor.token)")
         }
+    }
+
+    /// Refuses a cursor from before the outbox's horizon (its events may have been trimmed): OUT_OF_RANGE, saying
+    /// how to start again.
+    func requireInResumeWindow<Response: ProtoMessage>(
+        _ cursor: OutboxCursor,
+        _ tenant: TenantContext,
+        _ stream: inout LiveStream<Response>
+    ) async throws {
+        guard let horizon = try await stream.read({ try await self.repository.outboxHorizon(tenant) }),
+            cursor < horizon
+        else { return }
+        throw RPCError(
+            .outOfRange,
+            "cursor: older than the outbox's resume window (the events after it were trimmed); start again with an "
+                + "empty cursor, after reading the current state",
+            details: [StatusDetail(detail: .errorInfo(ErrorInfo(reason: "CURSOR_EXPIRED", domain: "chat.v1")))]
+        )
     }
 
     /// A cursor this server sealed for the caller, opened.

@@ -16,12 +16,22 @@ public struct RetentionScheduler: Service {
     let sweeper: RetentionSweeper
     let interval: Duration
     let batchSize: Int
+    /// How long outbox events are kept (the resume window of WatchInbox and SubscribeEvents); nil: for ever.
+    let outboxWindow: Duration?
     let logger: Logger
 
     /// The identity retention runs are recorded under.
     public static let userID = "chatd-retention"
 
-    public init(pool: PGPool, interval: Duration, batchSize: Int, logger: Logger, metrics: RetentionMetrics? = nil) {
+    public init(
+        pool: PGPool,
+        interval: Duration,
+        batchSize: Int,
+        outboxWindow: Duration? = nil,
+        logger: Logger,
+        metrics: RetentionMetrics? = nil
+    ) {
+        self.outboxWindow = outboxWindow
         self.repository = PrivacyRepository(pool: pool)
         self.sweeper = RetentionSweeper(repository: self.repository, logger: logger, metrics: metrics)
         self.interval = interval
@@ -35,6 +45,7 @@ public struct RetentionScheduler: Service {
             while !Task.isCancelled {
                 _ = await self.sweepAll()
                 await self.purgeIdempotencyKeys()
+                await self.trimOutbox()
                 try? await Task.sleep(for: self.interval)
             }
         }
@@ -56,6 +67,24 @@ public struct RetentionScheduler: Service {
                 metadata: ["error": "\(RetentionSweeper.describe(error))"]
             )
         }
+    }
+
+    /// Deletes the outbox events older than the window, in batches, every tenant's; returns how many.
+    @discardableResult
+    func trimOutbox() async -> Int {
+        guard let window = self.outboxWindow else { return 0 }
+        var trimmed = 0
+        do {
+            while !Task.isCancelled {
+                let batch = try await self.repository.trimOutbox(window: window, batchSize: self.batchSize)
+                trimmed += batch
+                if batch < self.batchSize { break }
+            }
+            if trimmed > 0 { self.logger.info("outbox trimmed", metadata: ["count": "\(trimmed)"]) }
+        } catch {
+            self.logger.error("cannot trim the outbox", metadata: ["error": "\(RetentionSweeper.describe(error))"])
+        }
+        return trimmed
     }
 
     /// One pass over every tenant with a policy.

@@ -140,6 +140,21 @@ public struct LiveRepository: Sendable {
         return OutboxCursor(txID: xmin, id: 0)
     }
 
+    /// The commit position of the tenant's newest trimmed event (migration 7), or nil when nothing was trimmed: a
+    /// cursor before or at it may have lost events.
+    public func outboxHorizon(_ context: TenantContext) async throws -> OutboxCursor? {
+        let statement: SQL = """
+            SELECT tx_id::text AS tx, id FROM chat.outbox_horizon WHERE tenant_id = \(context.tenantID)
+            """
+        return try await self.pool.tenantBatch(context, [statement]) { results -> OutboxCursor? in
+            guard results[0].rowCount == 1 else { return nil }
+            guard let tx = UInt64(try results[0].requiredString(row: 0, column: "tx")) else {
+                throw StorageError(code: .unexpectedResult, detail: "unreadable transaction id")
+            }
+            return OutboxCursor(txID: tx, id: try results[0].requiredInt64(row: 0, column: "id"))
+        }
+    }
+
     /// The position of the tenant's newest readable event, or nil when there is none.
     public func newestCursor(_ context: TenantContext) async throws -> OutboxCursor? {
         let statement: SQL = """

@@ -200,6 +200,16 @@ extension PrivacyRepository {
         }
     }
 
+    /// Deletes up to `batchSize` outbox events older than `window`, of every tenant, through `chat.trim_outbox`
+    /// (migration 7), and moves each tenant's horizon past them; returns how many. Runs without a tenant context.
+    public func trimOutbox(window: Duration, batchSize: Int) async throws -> Int {
+        let seconds = max(1, Int(window.components.seconds))
+        return try await self.pool.withConnection { connection in
+            let result = try connection.query("SELECT chat.trim_outbox(\(seconds), \(batchSize)) AS trimmed")
+            return Int(try result.requiredInt64(row: 0, column: "trimmed"))
+        }
+    }
+
     /// Deletes up to `batchSize` expired idempotency keys of every tenant through `chat.purge_idempotency_keys`
     /// (migration 4); returns how many. Runs without a tenant context.
     public func purgeIdempotencyKeys(batchSize: Int) async throws -> Int {

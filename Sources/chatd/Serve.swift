@@ -155,6 +155,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("retention-batch-size"), help: "Rows per retention batch (1 to 10000).")
     var retentionBatchSize: Int = 1000
 
+    @Option(
+        name: .customLong("outbox-resume-window"),
+        help: ArgumentHelp(
+            "Seconds outbox events are kept, the resume window of WatchInbox and SubscribeEvents; older ones are "
+                + "trimmed by the retention sweeper (default 604800, 7 days; 0: keep every event)."
+        )
+    )
+    var outboxResumeWindow: Int = 604_800
+
     @Option(name: .customLong("threads"), help: "Event-loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
@@ -354,6 +363,7 @@ struct Serve: AsyncParsableCommand {
         configuration.live.heartbeatInterval = .milliseconds(Int64(self.liveHeartbeat * 1000))
         configuration.live.stallLimit = .milliseconds(Int64(self.liveStallLimit * 1000))
         configuration.liveHub.checkInterval = .milliseconds(Int64(self.liveCheckInterval * 1000))
+        guard self.outboxResumeWindow >= 0 else { throw ValidationError("--outbox-resume-window must not be negative") }
         guard self.retentionInterval >= 0, (1...10_000).contains(self.retentionBatchSize) else {
             throw ValidationError("--retention-interval must not be negative; --retention-batch-size is 1 to 10000")
         }
@@ -361,7 +371,8 @@ struct Serve: AsyncParsableCommand {
             self.retentionInterval > 0
             ? AppConfiguration.Retention(
                 interval: .milliseconds(Int64(self.retentionInterval * 1000)),
-                batchSize: self.retentionBatchSize
+                batchSize: self.retentionBatchSize,
+                outboxWindow: self.outboxResumeWindow > 0 ? .seconds(self.outboxResumeWindow) : nil
             ) : nil
         guard self.idempotencyWindow >= 1 else { throw ValidationError("--idempotency-window must be at least 1") }
         configuration.idempotencyWindow = .seconds(self.idempotencyWindow)

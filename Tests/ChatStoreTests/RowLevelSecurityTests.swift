@@ -69,6 +69,15 @@ let tenantTables: [(table: String, insert: String)] = [
         """
     ),
     (
+        // Written only by chat.trim_outbox (the owner); the application role reads its tenant's row.
+        "outbox_horizon",
+        """
+        INSERT INTO chat.outbox_horizon (tenant_id, tx_id, id)
+        SELECT $1, '1'::xid8, 1 WHERE $2::uuid IS NOT NULL AND $3::uuid IS NOT NULL
+        ON CONFLICT (tenant_id) DO NOTHING
+        """
+    ),
+    (
         "retention_policies",
         """
         INSERT INTO chat.retention_policies (tenant_id, message_retention_days, updated_by, updated_by_role)
@@ -94,8 +103,9 @@ let learnerScopedTables: Set<String> = [
 /// Tables that only privacy roles (tenant admin, privacy officer, service) may touch.
 let privacyTables: Set<String> = ["privacy_audit", "privacy_audit_chain", "retention_policies", "legal_holds"]
 
-/// Tables the application role may only insert into (or, the chain, only read): UPDATE and DELETE are refused.
-let appendOnlyTables: Set<String> = ["privacy_audit", "privacy_audit_chain"]
+/// Tables the application role may only insert into (or, the chain and the outbox horizon, only read): UPDATE and
+/// DELETE are refused.
+let appendOnlyTables: Set<String> = ["privacy_audit", "privacy_audit_chain", "outbox_horizon"]
 
 /// Tables whose rows belong to one caller of the tenant (`user_id` = `app.user_id`); the seeded rows are teacher-1's.
 let callerOwnedTables: Set<String> = ["idempotency_keys"]
