@@ -134,6 +134,15 @@ public final class IdempotencyClaim: Sendable {
         self.state.withLock { $0.phase = .holding(held) }
     }
 
+    /// `statements` with the key's insert placed after the leading lock-only statements and before the first one
+    /// that may write: the key's insert gives the transaction its id, which must come after the thread event lock
+    /// (`threadEventLock`) for the outbox to keep each thread's events in order. Returns the statements and the
+    /// index of the insert's result.
+    func around(_ statements: [SQL]) -> (statements: [SQL], claimIndex: Int) {
+        let leading = statements.prefix { $0.takesLocksOnly }.count
+        return (Array(statements[..<leading]) + [self.claimStatement] + statements[leading...], leading)
+    }
+
     /// The statement that inserts the key's row, in the mutation's transaction.
     var claimStatement: SQL {
         """

@@ -11,6 +11,9 @@ public struct SQL: Sendable, Hashable, ExpressibleByStringInterpolation {
     public private(set) var text: String
     /// The bound values, as text; nil is SQL NULL.
     public private(set) var binds: [String?]
+    /// The statement only takes locks and writes nothing (so it assigns no transaction id): a transaction that
+    /// inserts an idempotency key runs such leading statements before the key's insert (see `threadEventLock`).
+    var takesLocksOnly = false
 
     /// Creates a statement from text and binds that already match its placeholders. Internal: outside this module
     /// statements are built only by interpolation, which binds every value.

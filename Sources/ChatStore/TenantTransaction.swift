@@ -29,7 +29,8 @@ public final class TenantTransaction {
             statementTimeoutMilliseconds: self.connection.statementTimeoutMilliseconds
         )
         if let claim = self.claim {
-            return try self.connection.pipeline(["BEGIN", setup, claim.claimStatement, statement])[3]
+            let (ordered, claimIndex) = claim.around([statement])
+            return try self.connection.pipeline(["BEGIN", setup] + ordered)[claimIndex == 0 ? 3 : 2]
         }
         return try self.connection.pipeline(["BEGIN", setup, statement])[2]
     }
@@ -112,8 +113,11 @@ extension PGPool {
                 let setup = context.setConfigStatement(
                     statementTimeoutMilliseconds: connection.statementTimeoutMilliseconds
                 )
-                let results = try connection.pipeline(["BEGIN", setup, claim.claimStatement] + statements)
-                return (try decode(Array(results.dropFirst(3))), true)
+                let (ordered, claimIndex) = claim.around(statements)
+                var results = try connection.pipeline(["BEGIN", setup] + ordered)
+                results.removeFirst(2)
+                results.remove(at: claimIndex)
+                return (try decode(results), true)
             }
         }
         return try await self.withConnection { connection in

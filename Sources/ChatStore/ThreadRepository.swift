@@ -282,8 +282,12 @@ public struct ThreadCursor: Sendable, Hashable {
 /// first write, and a writer that waits for a row lock already has one; taking this lock first means that the
 /// events of one thread get increasing transaction ids in commit order, so the outbox read in `(tx_id, id)` order
 /// below the commit watermark keeps every thread's events in their order.
+/// A call's idempotency key is inserted after this lock, not before it (`IdempotencyClaim.around`): its insert is a
+/// write, and would give the transaction its id before it waits for the lock.
 func threadEventLock(_ threadID: String) -> SQL {
-    "SELECT pg_advisory_xact_lock(\(threadEventLockClass)::int4, hashtext(\(threadID)::uuid::text))"
+    var lock: SQL = "SELECT pg_advisory_xact_lock(\(threadEventLockClass)::int4, hashtext(\(threadID)::uuid::text))"
+    lock.takesLocksOnly = true
+    return lock
 }
 
 /// The first key of the thread event locks: "chat" as a 32-bit integer.

@@ -11,6 +11,12 @@ import Testing
 
 @testable import ChatStore
 
+/// A connection a test holds a lock on, across `offPool` hops.
+private final class LockHolder: @unchecked Sendable {
+    let connection: PGConnection
+    init(_ connection: PGConnection) { self.connection = connection }
+}
+
 /// A fresh 32-byte key.
 private func freshKey() -> [UInt8] { Array(UUID().uuidString.utf8.prefix(32)) }
 
@@ -131,6 +137,42 @@ struct IdempotencyTests {
         )
         await admin.close()
         await officer.close()
+        try await harness.stop()
+    }
+
+    @Test(
+        "a keyed send waits for its thread's event lock before it has a transaction id: the key's insert comes after the lock, so the outbox keeps the thread's events in order"
+    )
+    func keyedSendLocksBeforeItWrites() async throws {
+        let harness = try await ServiceHarness()
+        let admin = try harness.client(.tenantAdmin)
+        let thread = try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "L")).thread!
+        // The thread's event lock, held by a transaction of the test's own.
+        let holder = LockHolder(try PGConnection(conninfo: harness.database.superuser))
+        try await offPool {
+            _ = try holder.connection.query("BEGIN")
+            _ = try holder.connection.query(threadEventLock(thread.id))
+        }
+        let send = Task {
+            try await admin.sendMessage(SendMessageRequest(threadId: thread.id, body: "k"), options: keyed(freshKey()))
+        }
+        var waiting: [[String?]] = []
+        let deadline = ContinuousClock.now + .seconds(20)
+        while waiting.isEmpty && ContinuousClock.now < deadline {
+            waiting = try await superuserQuery(
+                harness.database,
+                """
+                SELECT coalesce(a.backend_xid::text, 'none') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()
+                """
+            )
+            if waiting.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(waiting == [["none"]], "the send waiting for the lock already had a transaction id: \(waiting)")
+        try await offPool { _ = try holder.connection.query("COMMIT") }
+        let sent = try await send.value
+        #expect(sent.message?.seq == 1)
+        await admin.close()
         try await harness.stop()
     }
 
