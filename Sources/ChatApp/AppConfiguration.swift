@@ -151,6 +151,8 @@ extension AppConfiguration {
             "otlp-traces-endpoint: \(self.tracing.map { Self.redacted($0.destination) } ?? "off")",
             "trace-sample-ratio: \(self.tracing.map { "\($0.sampleRatio)" } ?? "off")",
             "database-url: \(Self.redacted(self.databaseURL))",
+            "database-pooler: \(self.pool.preparesStatements ? "off" : "transaction mode")",
+            "listen-database-url: \(self.liveHub.listenConninfo.map(Self.redacted) ?? "off")",
             "pool-size: \(self.pool.size)",
             "db-max-queued: \(self.pool.maxQueued)",
             "db-queue-timeout: \(seconds(self.pool.queueTimeout))",

@@ -24,10 +24,18 @@ public final class PGConnection {
     ///
     /// - Parameter conninfo: a libpq connection string (`host=/path port=5432 dbname=chat user=chat_app`) or URI.
     /// - Throws: `StorageError` with `.connectionFailed` when the server cannot be reached or refuses.
-    public init(conninfo: String) throws(StorageError) {
+    /// - Parameter preparesStatements: whether pipelines prepare each statement once, by name, and execute it by
+    ///   name after that. Off for a pooler in transaction mode (pgbouncer before 1.21), where the next transaction
+    ///   may run on another server connection that never saw the name: every statement is then sent with its text
+    ///   (an unnamed statement), as `query` always does.
+    public init(conninfo: String, preparesStatements: Bool = true) throws(StorageError) {
         self.conninfo = conninfo
+        self.preparesStatements = preparesStatements
         try self.connect()
     }
+
+    /// See `init(conninfo:preparesStatements:)`.
+    let preparesStatements: Bool
 
     deinit {
         self.close()
@@ -166,7 +174,14 @@ public final class PGConnection {
         var items: [Item] = []
         items.reserveCapacity(statements.count + 2)
         var newlyPrepared: [String: String] = [:]
-        for statement in statements {
+        for statement in statements where !self.preparesStatements {
+            let sent = withCStrings(statement.binds) { values in
+                PQsendQueryParams(handle, statement.text, Int32(statement.binds.count), nil, values, nil, nil, 0)
+            }
+            guard sent == 1 else { throw self.connectionError(handle, "cannot send a statement") }
+            items.append(.execute)
+        }
+        for statement in statements where self.preparesStatements {
             let name: String
             if let known = self.prepared[statement.text] ?? newlyPrepared[statement.text] {
                 name = known

@@ -32,6 +32,9 @@ public final class PGPool: @unchecked Sendable {
         public var queueTimeout: Duration
         /// The longest a statement runs when its call has no earlier deadline.
         public var statementTimeout: Duration
+        /// Whether connections prepare statements by name (off behind a pooler in transaction mode; see
+        /// `PGConnection.init(conninfo:preparesStatements:)`).
+        public var preparesStatements = true
 
         /// chatd's defaults: 32 waiting jobs per connection, 5 s in the queue, 30 s per statement.
         public init(
@@ -91,6 +94,7 @@ public final class PGPool: @unchecked Sendable {
     }
 
     private let conninfo: String
+    private let preparesStatements: Bool
     private let logger: Logger
     private let condition = NSCondition()
     // Guarded by `condition`:
@@ -134,6 +138,7 @@ public final class PGPool: @unchecked Sendable {
         precondition(configuration.size > 0, "a pool needs at least one connection")
         precondition(configuration.maxQueued >= 0, "the queue bound cannot be negative")
         self.conninfo = conninfo
+        self.preparesStatements = configuration.preparesStatements
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
@@ -321,7 +326,7 @@ public final class PGPool: @unchecked Sendable {
             }
             if connection == nil {
                 do {
-                    connection = try PGConnection(conninfo: self.conninfo)
+                    connection = try PGConnection(conninfo: self.conninfo, preparesStatements: self.preparesStatements)
                     connectionGeneration = generation
                     self.recordHealth(ok: true, error: nil)
                 } catch {

@@ -152,6 +152,24 @@ struct Serve: AsyncParsableCommand {
     )
     var retentionInterval: Double = 3600
 
+    @Flag(
+        name: .customLong("database-pooler"),
+        help: ArgumentHelp(
+            "The database URL leads to a connection pooler in transaction mode (pgbouncer): statements are sent "
+                + "unnamed, never prepared by name. Needs a listen database URL."
+        )
+    )
+    var databasePooler = false
+
+    @Option(
+        name: .customLong("listen-database-url"),
+        help: ArgumentHelp(
+            "libpq connection string for the one LISTEN connection of the live hub, straight to PostgreSQL "
+                + "(default: the database URL). LISTEN holds a session, which a pooler in transaction mode cannot give."
+        )
+    )
+    var listenDatabaseURL: String?
+
     @Option(name: .customLong("retention-batch-size"), help: "Rows per retention batch (1 to 10000).")
     var retentionBatchSize: Int = 1000
 
@@ -337,6 +355,13 @@ struct Serve: AsyncParsableCommand {
             sealer: try TokenSealer(keyFile: sealKeyText)
         )
         configuration.pool = try self.poolConfiguration(size: self.options.poolSize)
+        if self.databasePooler && self.listenDatabaseURL == nil {
+            throw ValidationError(
+                "--database-pooler needs --listen-database-url: LISTEN needs a session, straight to PostgreSQL"
+            )
+        }
+        configuration.pool.preparesStatements = !self.databasePooler
+        if let listen = self.listenDatabaseURL { configuration.liveHub.listenConninfo = listen }
         guard self.tlsReloadInterval > 0 else { throw ValidationError("--tls-reload-interval must be positive") }
         configuration.tlsFiles = tlsFiles
         configuration.tlsReloadInterval = .milliseconds(Int64(self.tlsReloadInterval * 1000))

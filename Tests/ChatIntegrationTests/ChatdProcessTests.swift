@@ -90,10 +90,15 @@ final class ChatdProcess: Sendable {
 
     /// Starts chatd on a port the kernel picks (`--listen 127.0.0.1:0`) and returns once it listens, with the port
     /// it logged: no other test can take the port between a probe and chatd's bind.
-    static func start(database: MigratedDatabase, directory: String, arguments: [String] = []) async throws
-        -> ChatdProcess
-    {
-        let base = try await Self.prepare(database: database, directory: directory)
+    /// `databaseURL` replaces the application role's connection string (a pooler in front of the database).
+    static func start(
+        database: MigratedDatabase,
+        directory: String,
+        arguments: [String] = [],
+        databaseURL: String? = nil
+    ) async throws -> ChatdProcess {
+        var base = try await Self.prepare(database: database, directory: directory)
+        if let databaseURL, let flag = base.firstIndex(of: "--database-url") { base[flag + 1] = databaseURL }
         return try await Self.spawn(
             base: base,
             directory: directory,
