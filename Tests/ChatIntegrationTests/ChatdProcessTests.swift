@@ -112,9 +112,10 @@ final class ChatdProcess: Sendable {
         base: [String],
         directory: String,
         signingKey: String,
-        arguments: [String]
+        arguments: [String],
+        port: Int = 0
     ) async throws -> ChatdProcess {
-        let argv = base + ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + arguments
+        let argv = base + ["--listen", "127.0.0.1:\(port)", "--admin-listen", "127.0.0.1:0"] + arguments
         let log = "\(directory)/chatd.log"
         let pid = try spawnProgram(argv, log: log)
         let (port, adminPort) = try await Self.listeningPorts(pid: pid, log: log)
@@ -130,14 +131,20 @@ final class ChatdProcess: Sendable {
 
     /// Another instance of the same deployment as `first`: its database, keys and tokens (its `baseArguments`), on
     /// a port of its own, with its log in a directory of its own. `first` must outlive it (its files are first's).
-    static func startSibling(of first: ChatdProcess, arguments: [String] = []) async throws -> ChatdProcess {
+    /// `port`: the RPC port to listen on (0: one the kernel picks); a restart passes the port it had.
+    static func startSibling(
+        of first: ChatdProcess,
+        arguments: [String] = [],
+        port: Int = 0
+    ) async throws -> ChatdProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatd-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         return try await Self.spawn(
             base: first.baseArguments,
             directory: directory,
             signingKey: first.signingKey,
-            arguments: arguments
+            arguments: arguments,
+            port: port
         )
     }
 
