@@ -37,23 +37,13 @@ final class HAProxy: Sendable {
                     atomically: true,
                     encoding: .utf8
                 )
-            let pid = try spawnProgram(
+            if let pid = try await spawnListening(
                 ["/usr/sbin/haproxy", "-db", "-f", "\(directory)/haproxy.cfg"],
-                log: "\(directory)/log"
-            )
-            let deadline = ContinuousClock.now + .seconds(15)
-            while ContinuousClock.now < deadline {
-                var status: Int32 = 0
-                if waitpid(pid, &status, WNOHANG) == pid { break }
-                if let fd = try? connectTCP(port: port) {
-                    close(fd)
-                    return HAProxy(pid: pid, port: port, directory: directory)
-                }
-                try await Task.sleep(for: .milliseconds(50))
+                log: "\(directory)/log",
+                port: port
+            ) {
+                return HAProxy(pid: pid, port: port, directory: directory)
             }
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
         }
         throw DidNotStart(description: (try? String(contentsOfFile: "\(directory)/log", encoding: .utf8)) ?? "")
     }

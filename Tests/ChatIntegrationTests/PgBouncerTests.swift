@@ -51,20 +51,9 @@ final class PgBouncer: Sendable {
                 (root ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []) + [
                     "/usr/sbin/pgbouncer", "\(directory)/pgbouncer.ini",
                 ]
-            let pid = try spawnProgram(argv, log: "\(directory)/stdout.log")
-            let deadline = ContinuousClock.now + .seconds(15)
-            while ContinuousClock.now < deadline {
-                var status: Int32 = 0
-                if waitpid(pid, &status, WNOHANG) == pid { break }
-                if let fd = try? connectTCP(port: port) {
-                    close(fd)
-                    return PgBouncer(pid: pid, port: port, directory: directory)
-                }
-                try await Task.sleep(for: .milliseconds(50))
+            if let pid = try await spawnListening(argv, log: "\(directory)/stdout.log", port: port) {
+                return PgBouncer(pid: pid, port: port, directory: directory)
             }
-            kill(pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
         }
         let log = (try? String(contentsOfFile: "\(directory)/pgbouncer.log", encoding: .utf8)) ?? ""
         let out = (try? String(contentsOfFile: "\(directory)/stdout.log", encoding: .utf8)) ?? ""
