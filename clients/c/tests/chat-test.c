@@ -616,9 +616,27 @@ static bool test_restart_mid_stream(void) {
 }
 
 /* A rate limit refuses calls not processed with a RetryInfo: the client waits and sends them again. */
+typedef struct limited_sender {
+    chat_client *client;
+    const char *thread;
+    int index, ok;
+} limited_sender;
+
+static void *send_limited(void *arg) {
+    limited_sender *w = arg;
+    chat_status st = {0};
+    for (int i = 0; i < 10; i++) {
+        char body[32];
+        snprintf(body, sizeof body, "limited %d-%d", w->index, i);
+        if (send_message(w->client, w->thread, body, &st) > 0) w->ok++;
+    }
+    chat_status_clear(&st);
+    return NULL;
+}
+
 static bool test_retries_not_processed(void) {
     instance in = {0};
-    const char *limits[] = {"--rate-per-user", "20"};
+    const char *limits[] = {"--rate-per-user", "5"};
     CHECK(instance_start(&in, limits, 2), "chatd did not start (%s)", in.log);
     chat_options o;
     chat_options_init(&o);
@@ -631,11 +649,29 @@ static bool test_retries_not_processed(void) {
     chat_client *c = chat_client_new(&o, &st);
     char *thread = create_thread(c, "retries", &st);
     CHECK(thread != NULL, "create: %s", st.message);
-    /* 80 sends against a burst of 40: the rest wait their turn; each has one effect. */
-    for (int i = 0; i < 80; i++)
-        CHECK(send_message(c, thread, "limited", &st) == (uint64_t)i + 1, "send %d: %s %s", i,
-              chat_code_name(st.code), st.message);
+    /* 40 sends from 4 threads at once against 5 a second (burst 10): most are refused at first, then sent again
+     * after their RetryInfo; each has one effect. */
+    enum { T = 4 };
+    pthread_t ids[T];
+    limited_sender ws[T];
+    for (int i = 0; i < T; i++) {
+        ws[i] = (limited_sender){c, thread, i, 0};
+        pthread_create(&ids[i], NULL, send_limited, &ws[i]);
+    }
+    for (int i = 0; i < T; i++) pthread_join(ids[i], NULL);
+    for (int i = 0; i < T; i++) CHECK(ws[i].ok == 10, "sender %d: %d of 10 sent", i, ws[i].ok);
     CHECK(chat_client_retries(c) > 0, "no retries under a rate limit");
+    Chat__V1__ListMessagesRequest l = CHAT__V1__LIST_MESSAGES_REQUEST__INIT;
+    Chat__V1__PageRequest page = CHAT__V1__PAGE_REQUEST__INIT;
+    page.page_size = 100;
+    l.thread_id = thread;
+    l.page = &page;
+    ProtobufCMessage *out = NULL;
+    CHECK(chat_unary(c, &chat_method_message_service_list_messages, &l.base, &bounded, &out, &st) == CHAT_OK,
+          "list: %s", st.message);
+    size_t listed = ((Chat__V1__ListMessagesResponse *)out)->n_messages;
+    protobuf_c_message_free_unpacked(out, NULL);
+    CHECK(listed == 40, "%zu messages stored for 40 sends", listed);
     /* Without retries, the refusal itself: RESOURCE_EXHAUSTED, not processed, with RetryInfo. */
     o.max_attempts = 1;
     chat_client *once = chat_client_new(&o, &st);
