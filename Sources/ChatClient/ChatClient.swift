@@ -307,7 +307,7 @@ public final class ChatClient: Sendable {
         self.state = Mutex(State(nextEndpoint: Int.random(in: 0..<endpoints.count), connected: nil))
     }
 
-    /// The endpoint of the connection in use, if any.
+    /// The endpoint of the newest connection, if any (nil after `close`).
     public var connectedEndpoint: Endpoint? { self.state.withLock { $0.connected } }
     /// Unary attempts made again, since the client was created.
     public var retries: UInt64 { self.counters.retries.load(ordering: .relaxed) }
@@ -511,6 +511,7 @@ public final class ChatClient: Sendable {
             defer { current = nil }
             return current
         }
+        self.state.withLock { $0.connected = nil }
         if let connection = try? await task?.value {
             await connection.close()
         }

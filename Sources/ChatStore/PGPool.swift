@@ -94,7 +94,6 @@ public final class PGPool: @unchecked Sendable {
     }
 
     private let conninfo: String
-    private let preparesStatements: Bool
     private let logger: Logger
     private let condition = NSCondition()
     // Guarded by `condition`:
@@ -138,7 +137,6 @@ public final class PGPool: @unchecked Sendable {
         precondition(configuration.size > 0, "a pool needs at least one connection")
         precondition(configuration.maxQueued >= 0, "the queue bound cannot be negative")
         self.conninfo = conninfo
-        self.preparesStatements = configuration.preparesStatements
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
@@ -326,7 +324,10 @@ public final class PGPool: @unchecked Sendable {
             }
             if connection == nil {
                 do {
-                    connection = try PGConnection(conninfo: self.conninfo, preparesStatements: self.preparesStatements)
+                    connection = try PGConnection(
+                        conninfo: self.conninfo,
+                        preparesStatements: self.configuration.preparesStatements
+                    )
                     connectionGeneration = generation
                     self.recordHealth(ok: true, error: nil)
                 } catch {

@@ -9,17 +9,9 @@ import Synchronization
 import Testing
 
 /// A real haproxy (Debian's) in TCP mode, started and stopped by the test, in front of chatd instances.
-final class HAProxy: Sendable {
-    let pid: pid_t
-    let port: Int
-    let directory: String
-
-    struct DidNotStart: Error, CustomStringConvertible {
-        var description: String
-    }
-
+enum HAProxy {
     /// Balances new connections over `backends` (least connections first), checking each every 200 ms.
-    static func start(backends: [Int]) async throws -> HAProxy {
+    static func start(backends: [Int]) async throws -> ServerProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("haproxy-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for _ in 0..<5 {
@@ -42,23 +34,12 @@ final class HAProxy: Sendable {
                 log: "\(directory)/log",
                 port: port
             ) {
-                return HAProxy(pid: pid, port: port, directory: directory)
+                return ServerProcess(pid: pid, port: port, directory: directory)
             }
         }
-        throw DidNotStart(description: (try? String(contentsOfFile: "\(directory)/log", encoding: .utf8)) ?? "")
-    }
-
-    private init(pid: pid_t, port: Int, directory: String) {
-        self.pid = pid
-        self.port = port
-        self.directory = directory
-    }
-
-    func stop() {
-        kill(self.pid, SIGTERM)
-        var status: Int32 = 0
-        _ = waitpid(self.pid, &status, 0)
-        try? FileManager.default.removeItem(atPath: self.directory)
+        throw ServerProcess.DidNotStart(
+            description: (try? String(contentsOfFile: "\(directory)/log", encoding: .utf8)) ?? ""
+        )
     }
 }
 

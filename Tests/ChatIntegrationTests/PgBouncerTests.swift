@@ -10,18 +10,10 @@ import Testing
 
 /// A real pgbouncer (Debian's) in transaction mode between chatd and PostgreSQL, started and stopped by the test,
 /// as the cluster's unprivileged owner (pgbouncer refuses to run as root).
-final class PgBouncer: Sendable {
-    let pid: pid_t
-    let port: Int
-    let directory: String
-
-    struct DidNotStart: Error, CustomStringConvertible {
-        var description: String
-    }
-
+enum PgBouncer {
     /// One server connection per database and user: every client's transactions share it, so that a statement
     /// prepared by name in one client's session is visible to (and collides with) the others'.
-    static func start(database: MigratedDatabase) async throws -> PgBouncer {
+    static func start(database: MigratedDatabase) async throws -> ServerProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pgbouncer-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let socket = try TestDatabase.socketDirectory
@@ -52,30 +44,16 @@ final class PgBouncer: Sendable {
                     "/usr/sbin/pgbouncer", "\(directory)/pgbouncer.ini",
                 ]
             if let pid = try await spawnListening(argv, log: "\(directory)/stdout.log", port: port) {
-                return PgBouncer(pid: pid, port: port, directory: directory)
+                return ServerProcess(pid: pid, port: port, directory: directory)
             }
         }
         let log = (try? String(contentsOfFile: "\(directory)/pgbouncer.log", encoding: .utf8)) ?? ""
         let out = (try? String(contentsOfFile: "\(directory)/stdout.log", encoding: .utf8)) ?? ""
-        throw DidNotStart(description: "pgbouncer did not listen: \(log) \(out)")
+        throw ServerProcess.DidNotStart(description: "pgbouncer did not listen: \(log) \(out)")
     }
 
-    private init(pid: pid_t, port: Int, directory: String) {
-        self.pid = pid
-        self.port = port
-        self.directory = directory
-    }
-
-    /// The application role's connection string through pgbouncer.
-    var conninfo: String { "host=127.0.0.1 port=\(self.port) dbname=chat user=chat_app" }
-
-    func stop() {
-        // runuser passes SIGTERM on to pgbouncer.
-        kill(self.pid, SIGTERM)
-        var status: Int32 = 0
-        _ = waitpid(self.pid, &status, 0)
-        try? FileManager.default.removeItem(atPath: self.directory)
-    }
+    /// The application role's connection string through pgbouncer on `port`.
+    static func conninfo(port: Int) -> String { "host=127.0.0.1 port=\(port) dbname=chat user=chat_app" }
 }
 
 @Suite("chatd behind pgbouncer in transaction mode")
@@ -95,7 +73,7 @@ struct PgBouncerTests {
             database: database,
             directory: directory,
             arguments: Self.unlimited + ["--database-pooler", "--listen-database-url", database.app],
-            databaseURL: bouncer.conninfo
+            databaseURL: PgBouncer.conninfo(port: bouncer.port)
         )
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let token = try await chatd.token(role: "tenant_admin", sub: "pooled")
@@ -159,7 +137,7 @@ struct PgBouncerTests {
             database: database,
             directory: named,
             arguments: Self.unlimited + ["--listen-database-url", database.app],
-            databaseURL: bouncer.conninfo
+            databaseURL: PgBouncer.conninfo(port: bouncer.port)
         )
         let plain = try unpooled.client(
             try await unpooled.token(role: "tenant_admin", sub: "named"),

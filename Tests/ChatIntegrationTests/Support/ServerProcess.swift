@@ -21,3 +21,28 @@ func spawnListening(_ argv: [String], log: String, port: Int, limit: Duration = 
     _ = waitpid(pid, &status, 0)
     return nil
 }
+
+/// A server process of the tests' own (haproxy, pgbouncer), listening on `port`, its files in `directory`.
+final class ServerProcess: Sendable {
+    let pid: pid_t
+    let port: Int
+    let directory: String
+
+    struct DidNotStart: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    init(pid: pid_t, port: Int, directory: String) {
+        self.pid = pid
+        self.port = port
+        self.directory = directory
+    }
+
+    /// SIGTERM (runuser passes it on), reaped; its files removed.
+    func stop() {
+        kill(self.pid, SIGTERM)
+        var status: Int32 = 0
+        _ = waitpid(self.pid, &status, 0)
+        try? FileManager.default.removeItem(atPath: self.directory)
+    }
+}
