@@ -51,6 +51,11 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(
+            name: "CNats",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        .systemLibrary(
             name: "CProtobufC",
             pkgConfig: "libprotobuf-c",
             providers: [.apt(["libprotobuf-c-dev"])]
@@ -143,7 +148,7 @@ let package = Package(
         .target(
             name: "ChatServices",
             dependencies: [
-                "ChatAuth", "ChatDomain", "ChatProto", "ChatRPC", "ChatStore",
+                "CNats", "ChatAuth", "ChatDomain", "ChatProto", "ChatRPC", "ChatStore",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

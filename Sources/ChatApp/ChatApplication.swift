@@ -17,8 +17,10 @@ public final class ChatApplication: Sendable {
     public let configuration: AppConfiguration
     /// The application role's connections.
     public let pool: PGPool
-    /// Live delivery: wakes the streams of this instance, tells the others through NOTIFY.
+    /// Live delivery: wakes the streams of this instance, tells the others over the bus (NOTIFY or NATS).
     public let hub: LiveHub
+    /// The rate limits, this instance's share of them.
+    public let limiter: RateLimiter
     /// The RPC server (not listening until started or run).
     public let server: ChatServer
     /// The metrics registry `/metrics` renders.
@@ -47,7 +49,16 @@ public final class ChatApplication: Sendable {
             tracer: configuration.tracing?.calls.tracer
         )
         let liveMetrics = factory.map(LiveMetrics.init(factory:))
-        let hub = LiveHub(pool: pool, configuration: configuration.liveHub, logger: logger, metrics: liveMetrics)
+        // The rate limits are global: each instance enforces its share, from the instances the hub hears.
+        let limiter = RateLimiter(configuration: configuration.rateLimits)
+        self.limiter = limiter
+        let hub = LiveHub(
+            pool: pool,
+            configuration: configuration.liveHub,
+            logger: logger,
+            metrics: liveMetrics,
+            instancesChanged: { limiter.setInstances($0) }
+        )
         self.pool = pool
         self.hub = hub
         let retentionMetrics = factory.map(RetentionMetrics.init(factory:))
@@ -64,7 +75,7 @@ public final class ChatApplication: Sendable {
         let server = ChatServer(
             configuration: serverConfiguration,
             router: router,
-            interceptors: Self.interceptors(configuration, metrics: factory),
+            interceptors: Self.interceptors(configuration, limiter: limiter, metrics: factory),
             group: group,
             logger: logger,
             metrics: factory.map { RPCMetrics(router: router, factory: $0) }
@@ -117,16 +128,18 @@ public final class ChatApplication: Sendable {
 
     /// The interceptors, outermost first: who is calling (and may they), then how often, then the call's
     /// database budget.
-    static func interceptors(_ configuration: AppConfiguration, metrics: (any MetricsFactory)?)
-        -> [any ServerInterceptor]
-    {
+    static func interceptors(
+        _ configuration: AppConfiguration,
+        limiter: RateLimiter,
+        metrics: (any MetricsFactory)?
+    ) -> [any ServerInterceptor] {
         [
             AuthInterceptor(
                 verifier: configuration.verifier,
                 serviceTenants: configuration.serviceTenants,
                 metrics: metrics
             ),
-            RateLimitInterceptor(limiter: RateLimiter(configuration: configuration.rateLimits), metrics: metrics),
+            RateLimitInterceptor(limiter: limiter, metrics: metrics),
             DatabaseBudgetInterceptor(),
         ]
     }

@@ -79,6 +79,29 @@ enum LiveNotification {
         return (String(headerFields[1]), sentAt, changes)
     }
 
+    /// What an instance says of itself: alive (`A <instance>`, every announce interval) or leaving (`B <instance>`).
+    enum Presence: Sendable, Hashable {
+        case alive(String)
+        case leaving(String)
+
+        var payload: String {
+            switch self {
+            case .alive(let instance): "A \(instance)"
+            case .leaving(let instance): "B \(instance)"
+            }
+        }
+
+        init?(payload: String) {
+            let fields = payload.split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count == 2, !fields[1].isEmpty, !fields[1].contains("\n") else { return nil }
+            switch fields[0] {
+            case "A": self = .alive(String(fields[1]))
+            case "B": self = .leaving(String(fields[1]))
+            default: return nil
+            }
+        }
+    }
+
     /// One change per thread (the newest position) and per learner-level event.
     static func coalesce(_ changes: [LiveChange]) -> [LiveChange] {
         var newest: [LiveChange: Int64] = [:]
@@ -168,18 +191,37 @@ public final class LiveHub: Service, Sendable {
         public var checkInterval: Duration
         /// How long changes are collected before one notification carries them.
         public var coalesceWindow: Duration
+        /// NATS server URLs: when set, hints and presence go over NATS (subject: `channel`) instead of
+        /// LISTEN/NOTIFY, and `listenConninfo` is not used.
+        public var natsURLs: [String]
+        /// A CA file (PEM) for `tls://` NATS servers; nil: the system's.
+        public var natsCAFile: String?
+        /// How often this instance says it is alive on the bus; an instance not heard from for three intervals
+        /// is gone.
+        public var announceInterval: Duration
 
         /// Creates a configuration.
         public init(
             listenConninfo: String?,
             channel: String = "chat_live",
             checkInterval: Duration = .seconds(1),
-            coalesceWindow: Duration = .milliseconds(1)
+            coalesceWindow: Duration = .milliseconds(1),
+            natsURLs: [String] = [],
+            natsCAFile: String? = nil,
+            announceInterval: Duration = .seconds(2)
         ) {
             self.listenConninfo = listenConninfo
             self.channel = channel
             self.checkInterval = checkInterval
             self.coalesceWindow = coalesceWindow
+            self.natsURLs = natsURLs
+            self.natsCAFile = natsCAFile
+            self.announceInterval = announceInterval
+        }
+
+        /// Which bus the hub talks to other instances over, if any.
+        public var busName: String {
+            !self.natsURLs.isEmpty ? "nats" : self.listenConninfo != nil ? "postgres" : "none"
         }
     }
 
@@ -200,17 +242,53 @@ public final class LiveHub: Service, Sendable {
     private let outgoingSignal = LiveSignal()
     /// Notification lag, the watermark's lag and the feeds' backlog; nil: not measured.
     let metrics: LiveMetrics?
+    /// The bus to the other instances; nil: this instance is alone.
+    private let bus: (any LiveBus)?
+    /// The other instances heard from, and when last.
+    private let peers = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// Told the number of instances (this one included) whenever it changes.
+    private let instancesChanged: (@Sendable (Int) -> Void)?
 
-    /// Creates a hub; `run()` starts its LISTEN connection, notifier and periodic check.
-    public init(pool: PGPool, configuration: Configuration, logger: Logger, metrics: LiveMetrics? = nil) {
+    /// Creates a hub; `run()` starts its bus (LISTEN connection or NATS), notifier, announcements and periodic
+    /// check.
+    ///
+    /// - Parameter instancesChanged: told how many instances are alive, this one included, when that changes (the
+    ///   rate limiter takes its share of the global limits from it).
+    public init(
+        pool: PGPool,
+        configuration: Configuration,
+        logger: Logger,
+        metrics: LiveMetrics? = nil,
+        instancesChanged: (@Sendable (Int) -> Void)? = nil
+    ) {
         self.pool = pool
         self.metrics = metrics
         self.repository = LiveRepository(pool: pool)
         self.configuration = configuration
         self.logger = logger
+        self.instancesChanged = instancesChanged
         var generator = SystemRandomNumberGenerator()
-        self.instanceID = String(generator.next(), radix: 36)
+        let instanceID = String(generator.next(), radix: 36)
+        self.instanceID = instanceID
+        if !configuration.natsURLs.isEmpty {
+            self.bus = NATSLiveBus(
+                configuration: .init(
+                    urls: configuration.natsURLs,
+                    subject: configuration.channel,
+                    caFile: configuration.natsCAFile
+                ),
+                name: "chatd-\(instanceID)",
+                logger: logger
+            )
+        } else if let conninfo = configuration.listenConninfo {
+            self.bus = PostgresLiveBus(conninfo: conninfo, channel: configuration.channel, pool: pool, logger: logger)
+        } else {
+            self.bus = nil
+        }
     }
+
+    /// The instances alive as this one knows them, itself included.
+    public var instances: Int { self.peers.withLock { $0.count } + 1 }
 
     /// Registers a stream. Register before the first read, so that nothing committed after that read is missed.
     public func subscribe(tenantID: String, interest: LiveSubscription.Interest) -> LiveSubscription {
@@ -255,7 +333,7 @@ public final class LiveHub: Service, Sendable {
 
     private func publishNow(_ changes: [LiveChange]) {
         self.wake(changes)
-        guard self.configuration.listenConninfo != nil else { return }
+        guard self.bus != nil else { return }
         self.outgoing.withLock { $0.append(contentsOf: changes) }
         self.outgoingSignal.signal()
     }
@@ -291,44 +369,107 @@ public final class LiveHub: Service, Sendable {
         for subscription in all { subscription.signal.signal() }
     }
 
-    /// Runs the LISTEN connection, the notifier and the periodic check until graceful shutdown or cancellation.
+    /// Runs the bus, the notifier, the announcements and the periodic check until graceful shutdown or
+    /// cancellation; on the way out says on the bus that this instance is leaving.
     public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await withTaskGroup(of: Void.self) { group in
-                if let conninfo = self.configuration.listenConninfo {
-                    let listener = PGListener(
-                        conninfo: conninfo,
-                        channels: [self.configuration.channel],
-                        logger: self.logger
-                    )
-                    group.addTask { await listener.run() }
-                    group.addTask { await self.consume(listener.events) }
-                    group.addTask { await self.notifyLoop() }
+        await withTaskGroup(of: Void.self) { outer in
+            // The bus outlives the rest, so that the last word on it can be that this instance is leaving.
+            if let bus = self.bus { outer.addTask { await bus.run() } }
+            outer.addTask {
+                await cancelWhenGracefulShutdown {
+                    await withTaskGroup(of: Void.self) { group in
+                        if let bus = self.bus {
+                            group.addTask { await self.consume(bus.events) }
+                            group.addTask { await self.notifyLoop(bus) }
+                            group.addTask { await self.announceLoop(bus) }
+                        }
+                        group.addTask { await self.checkLoop() }
+                        await group.waitForAll()
+                    }
                 }
-                group.addTask { await self.checkLoop() }
-                await group.waitForAll()
+                // The others take up this instance's share of the limits at once.
+                try? await self.bus?.publish([LiveNotification.Presence.leaving(self.instanceID).payload])
             }
+            await outer.next()
+            outer.cancelAll()
         }
     }
 
-    private func consume(_ events: AsyncStream<PGListener.Event>) async {
+    private func consume(_ events: AsyncStream<LiveBusEvent>) async {
         for await event in events {
             switch event {
-            case .listening:
+            case .resync:
                 self.wakeAll()
-            case .notification(_, let payload):
+            case .message(let payload):
+                if let presence = LiveNotification.Presence(payload: payload) {
+                    switch presence {
+                    case .alive(let instance): self.heard(from: instance)
+                    case .leaving(let instance): self.forget(instance)
+                    }
+                    continue
+                }
                 guard let (instance, sentAt, changes) = LiveNotification.decode(payload) else {
                     self.logger.warning("ignored a malformed live notification")
                     continue
                 }
                 guard instance != self.instanceID else { continue }
+                self.heard(from: instance)
                 self.wake(changes)
                 if let sentAt { self.metrics?.notificationReceived(sentAtMicros: sentAt) }
             }
         }
     }
 
-    private func notifyLoop() async {
+    private func heard(from instance: String) {
+        guard instance != self.instanceID else { return }
+        let now = ContinuousClock.now
+        let count = self.peers.withLock { peers -> Int? in
+            let known = peers[instance] != nil
+            peers[instance] = now
+            return known ? nil : peers.count + 1
+        }
+        if let count { self.instancesChange(to: count) }
+    }
+
+    private func forget(_ instance: String) {
+        let count = self.peers.withLock { peers -> Int? in
+            guard peers.removeValue(forKey: instance) != nil else { return nil }
+            return peers.count + 1
+        }
+        if let count { self.instancesChange(to: count) }
+    }
+
+    /// Forgets the instances not heard from for three announce intervals.
+    func expirePeers(now: ContinuousClock.Instant = .now) {
+        let horizon = self.configuration.announceInterval * 3
+        let count = self.peers.withLock { peers -> Int? in
+            let before = peers.count
+            peers = peers.filter { now - $0.value < horizon }
+            return peers.count == before ? nil : peers.count + 1
+        }
+        if let count { self.instancesChange(to: count) }
+    }
+
+    private func instancesChange(to count: Int) {
+        self.logger.info("live instances changed", metadata: ["live.instances": "\(count)"])
+        self.metrics?.instances.record(count)
+        self.instancesChanged?(count)
+    }
+
+    private func announceLoop(_ bus: any LiveBus) async {
+        self.metrics?.instances.record(1)
+        while !Task.isCancelled {
+            do {
+                try await bus.publish([LiveNotification.Presence.alive(self.instanceID).payload])
+            } catch {
+                self.logger.debug("presence not announced", metadata: [LogKey.error: "\(error)"])
+            }
+            try? await Task.sleep(for: self.configuration.announceInterval)
+            self.expirePeers()
+        }
+    }
+
+    private func notifyLoop(_ bus: any LiveBus) async {
         while !Task.isCancelled {
             _ = await self.outgoingSignal.wait(timeout: .seconds(60))
             if Task.isCancelled { return }
@@ -343,16 +484,11 @@ public final class LiveHub: Service, Sendable {
                 sentAtMicros: LiveMetrics.nowMicros,
                 changes: LiveNotification.coalesce(changes)
             )
-            let channel = self.configuration.channel
             do {
-                try await self.pool.withConnection { connection in
-                    for payload in payloads {
-                        _ = try connection.query("SELECT pg_notify(\(channel), \(payload))")
-                    }
-                }
+                try await bus.publish(payloads)
             } catch {
                 // The other instances learn of these changes from their periodic check instead.
-                self.logger.info("live notification not sent", metadata: ["error": "\(error)"])
+                self.logger.info("live notification not sent", metadata: [LogKey.error: "\(error)"])
             }
         }
     }

@@ -10,7 +10,9 @@ internal import Foundation
 /// - `chat_outbox_watermark_lag_seconds`: how long the commit watermark has stood still: the age of the oldest
 ///   transaction still running that holds an id, which every event committed after it waits for;
 /// - `chat_outbox_backlog_events`: events readable but not yet read by the slowest open feed stream (WatchInbox,
-///   SubscribeEvents) of each tenant on this instance, summed (at most `backlogCap` per tenant).
+///   SubscribeEvents) of each tenant on this instance, summed (at most `backlogCap` per tenant);
+/// - `chat_live_instances`: the instances alive as this one hears them on the bus, itself included (each takes its
+///   share of the global rate limits from it).
 public final class LiveMetrics: Sendable {
     /// The metric names, defined once.
     public enum Name {
@@ -18,6 +20,7 @@ public final class LiveMetrics: Sendable {
         public static let notificationLag = "chat_live_notification_lag_seconds"
         public static let watermarkLag = "chat_outbox_watermark_lag_seconds"
         public static let backlog = "chat_outbox_backlog_events"
+        public static let instances = "chat_live_instances"
     }
 
     /// The live streams, as the `stream` label names them.
@@ -34,6 +37,7 @@ public final class LiveMetrics: Sendable {
     let notificationLag: CoreMetrics.Timer
     let watermarkLag: Gauge
     let backlog: Gauge
+    let instances: Gauge
 
     /// Metrics made by `factory`.
     public init(factory: any MetricsFactory) {
@@ -54,6 +58,7 @@ public final class LiveMetrics: Sendable {
         )
         self.watermarkLag = Gauge(label: Name.watermarkLag, factory: factory)
         self.backlog = Gauge(label: Name.backlog, factory: factory)
+        self.instances = Gauge(label: Name.instances, factory: factory)
     }
 
     /// Records the events a stream has just written, by their transactions' times (microseconds since 1970),

@@ -9,9 +9,9 @@ internal import Synchronization
 /// A token bucket: `burst` tokens, refilled at `rate` per second. Pure logic, tested without a clock.
 public struct TokenBucket: Sendable, Hashable {
     /// Sustained calls per second.
-    public let rate: Double
+    public private(set) var rate: Double
     /// Calls allowed at once.
-    public let burst: Double
+    public private(set) var burst: Double
     private var tokens: Double
     private var updatedAt: Double
 
@@ -36,6 +36,15 @@ public struct TokenBucket: Sendable, Hashable {
         return (1 - self.tokens) / self.rate
     }
 
+    /// Changes the rate and the burst at `now`: the tokens earned so far are kept, up to the new burst.
+    public mutating func resize(rate: Double, burst: Double, now: Double) {
+        guard rate != self.rate || burst != self.burst else { return }
+        self.tokens = min(burst, self.tokens + max(0, now - self.updatedAt) * self.rate)
+        self.updatedAt = max(self.updatedAt, now)
+        self.rate = rate
+        self.burst = burst
+    }
+
     /// True when the bucket would be full at `now` (it can be forgotten).
     func isFull(at now: Double) -> Bool {
         self.tokens + max(0, now - self.updatedAt) * self.rate >= self.burst
@@ -43,6 +52,10 @@ public struct TokenBucket: Sendable, Hashable {
 }
 
 /// Rate limits per principal and per tenant, with a separate (larger) budget for service principals.
+///
+/// The budgets are global: with N instances alive (as the live hub hears them on its bus), each instance enforces
+/// 1/N of every rate and burst, so that all of them together admit the budget (plus one burst). A client whose calls
+/// all reach one instance gets that instance's share only.
 public final class RateLimiter: Sendable {
     /// The budgets.
     public struct Configuration: Sendable {
@@ -71,8 +84,14 @@ public final class RateLimiter: Sendable {
         case tenant
     }
 
+    private struct State {
+        var buckets: [String: TokenBucket] = [:]
+        /// The instances sharing the budgets, this one included.
+        var instances = 1
+    }
+
     private let configuration: Configuration
-    private let buckets = Mutex<[String: TokenBucket]>([:])
+    private let state = Mutex(State())
     /// Beyond this many tracked keys, full buckets are forgotten (bounded memory).
     private let maxKeys = 100_000
 
@@ -81,30 +100,49 @@ public final class RateLimiter: Sendable {
         self.configuration = configuration
     }
 
+    /// Sets how many instances share the budgets (at least 1); buckets take their new share on their next call.
+    public func setInstances(_ count: Int) {
+        self.state.withLock { $0.instances = max(1, count) }
+    }
+
+    /// How many instances share the budgets.
+    public var instances: Int { self.state.withLock { $0.instances } }
+
+    /// One instance's share of a budget: the rate and the burst divided by the instances (a burst of one at least).
+    static func share(_ budget: (rate: Double, burst: Double), instances: Int) -> (rate: Double, burst: Double) {
+        let count = Double(max(1, instances))
+        return (budget.rate / count, max(1, budget.burst / count))
+    }
+
     /// Takes a token from the principal's and the tenant's buckets.
     ///
     /// - Returns: nil when the call may go ahead; otherwise which limit and the seconds to wait.
     public func check(_ principal: Principal, now: Double) -> (Limit, Double)? {
-        let own = principal.role == .service ? self.configuration.perService : self.configuration.perPrincipal
-        let tenant = self.configuration.perTenant
-        return self.buckets.withLock { buckets in
-            if buckets.count > self.maxKeys {
-                buckets = buckets.filter { !$0.value.isFull(at: now) }
+        self.state.withLock { state in
+            let own = Self.share(
+                principal.role == .service ? self.configuration.perService : self.configuration.perPrincipal,
+                instances: state.instances
+            )
+            let tenant = Self.share(self.configuration.perTenant, instances: state.instances)
+            if state.buckets.count > self.maxKeys {
+                state.buckets = state.buckets.filter { !$0.value.isFull(at: now) }
             }
             let principalKey = "p|\(principal.tenantID)|\(principal.userID)"
             let tenantKey = "t|\(principal.tenantID)"
-            var mine = buckets[principalKey] ?? TokenBucket(rate: own.rate, burst: own.burst, now: now)
+            var mine = state.buckets[principalKey] ?? TokenBucket(rate: own.rate, burst: own.burst, now: now)
+            mine.resize(rate: own.rate, burst: own.burst, now: now)
             if let wait = mine.take(now: now) {
-                buckets[principalKey] = mine
+                state.buckets[principalKey] = mine
                 return (.principal, wait)
             }
-            var shared = buckets[tenantKey] ?? TokenBucket(rate: tenant.rate, burst: tenant.burst, now: now)
+            var shared = state.buckets[tenantKey] ?? TokenBucket(rate: tenant.rate, burst: tenant.burst, now: now)
+            shared.resize(rate: tenant.rate, burst: tenant.burst, now: now)
             if let wait = shared.take(now: now) {
-                buckets[tenantKey] = shared
+                state.buckets[tenantKey] = shared
                 return (.tenant, wait)
             }
-            buckets[principalKey] = mine
-            buckets[tenantKey] = shared
+            state.buckets[principalKey] = mine
+            state.buckets[tenantKey] = shared
             return nil
         }
     }

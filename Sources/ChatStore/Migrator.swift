@@ -119,6 +119,7 @@ public enum Migrations {
         Migration(version: 5, name: "audit trail: insert-only, hash chain", sql: migration0005),
         Migration(version: 6, name: "schema version for readiness", sql: migration0006),
         Migration(version: 7, name: "a bounded outbox: trimming and the resume horizon", sql: migration0007),
+        Migration(version: 8, name: "the outbox for Debezium's router, insert-only", sql: migration0008),
     ]
 
     /// The newest version this binary knows: a database at a lower one is not ready for it.

@@ -63,9 +63,13 @@ extension PrivacyRepository {
                 ), threads AS (
                     DELETE FROM chat.threads WHERE tenant_id = \(tenant) AND learner_id = \(learnerID)
                     RETURNING tenant_id, id, learner_id, event_seq
-                ), payloads AS (
-                    UPDATE chat.outbox SET payload = NULL, erased = true
+                ), replaced AS (
+                    DELETE FROM chat.outbox
                     WHERE tenant_id = \(tenant) AND learner_id = \(learnerID) AND type = ANY (\(chatEventNumbers)::int2[]) AND NOT erased
+                    RETURNING \(unsafeRaw: outboxTombstoneColumns)
+                ), payloads AS (
+                    INSERT INTO chat.outbox (\(unsafeRaw: outboxTombstoneColumns), payload, erased) OVERRIDING SYSTEM VALUE
+                    SELECT \(unsafeRaw: outboxTombstoneColumns), NULL, true FROM replaced
                     RETURNING 1
                 ), thread_events AS (
                     INSERT INTO chat.outbox (tenant_id, type, learner_id, thread_id, event_seq, payload, erased)

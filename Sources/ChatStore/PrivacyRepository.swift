@@ -67,3 +67,9 @@ func parseTextArray(_ text: String) -> [String] {
 /// The chat events' numbers, for `type = ANY (...)`: what an erasure or retention marks erased, and what an export
 /// lists among a learner's events.
 let chatEventNumbers = EventType.chatEvents.map { String($0.rawValue) }.sorted()
+
+/// What an erased event keeps of its outbox row: its position (id, transaction id), type and ids. The outbox is
+/// insert-only (migration 8): erasure and retention delete the row and insert these columns again, erased and
+/// without payload, as the event's tombstone (SELECT FOR UPDATE needs the UPDATE privilege, which the application
+/// role does not have on the outbox: the DELETE takes the row locks).
+let outboxTombstoneColumns = "tenant_id, id, type, learner_id, thread_id, seq, event_seq, occurred_at, tx_id"

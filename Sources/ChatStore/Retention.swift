@@ -142,10 +142,13 @@ extension PrivacyRepository {
                   AND NOT EXISTS (SELECT 1 FROM chat.legal_holds h
                                   WHERE h.tenant_id = o.tenant_id AND h.learner_id = o.learner_id)
                 ORDER BY o.occurred_at LIMIT \(batchSize)
-                FOR UPDATE OF o SKIP LOCKED
-            ), payloads AS (
-                UPDATE chat.outbox o SET payload = NULL, erased = true FROM events e
+            ), replaced AS (
+                DELETE FROM chat.outbox o USING events e
                 WHERE o.tenant_id = \(tenant) AND o.id = e.id
+                RETURNING o.*
+            ), payloads AS (
+                INSERT INTO chat.outbox (\(unsafeRaw: outboxTombstoneColumns), payload, erased) OVERRIDING SYSTEM VALUE
+                SELECT \(unsafeRaw: outboxTombstoneColumns), NULL, true FROM replaced
                 RETURNING 1
             ), counts AS (
                 SELECT (SELECT count(*) FROM messages) AS messages, (SELECT count(*) FROM edits) AS edits,

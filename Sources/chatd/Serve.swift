@@ -170,6 +170,18 @@ struct Serve: AsyncParsableCommand {
     )
     var listenDatabaseURL: String?
 
+    @Option(
+        name: .customLong("nats-url"),
+        help: ArgumentHelp(
+            "NATS servers, comma-separated (nats://host:4222, tls://host:4222): the live hub's wake-ups and the "
+                + "instances' presence go over NATS instead of LISTEN/NOTIFY (default: off, LISTEN/NOTIFY)."
+        )
+    )
+    var natsURL: String?
+
+    @Option(name: .customLong("nats-ca-file"), help: "CA certificate (PEM) to verify tls:// NATS servers with.")
+    var natsCAFile: String?
+
     @Option(name: .customLong("retention-batch-size"), help: "Rows per retention batch (1 to 10000).")
     var retentionBatchSize: Int = 1000
 
@@ -355,9 +367,20 @@ struct Serve: AsyncParsableCommand {
             sealer: try TokenSealer(keyFile: sealKeyText)
         )
         configuration.pool = try self.poolConfiguration(size: self.options.poolSize)
-        if self.databasePooler && self.listenDatabaseURL == nil {
+        if let natsURL = self.natsURL {
+            let urls = natsURL.split(separator: ",").map { String($0.filter { $0 != " " }) }
+            guard !urls.isEmpty, urls.allSatisfy({ $0.hasPrefix("nats://") || $0.hasPrefix("tls://") }) else {
+                throw ValidationError("--nats-url: comma-separated nats:// or tls:// URLs, got \(natsURL)")
+            }
+            configuration.liveHub.natsURLs = urls
+            configuration.liveHub.natsCAFile = self.natsCAFile
+        } else if self.natsCAFile != nil {
+            throw ValidationError("--nats-ca-file needs --nats-url")
+        }
+        if self.databasePooler && self.listenDatabaseURL == nil && self.natsURL == nil {
             throw ValidationError(
-                "--database-pooler needs --listen-database-url: LISTEN needs a session, straight to PostgreSQL"
+                "--database-pooler needs --listen-database-url (LISTEN needs a session, straight to PostgreSQL) "
+                    + "or --nats-url"
             )
         }
         configuration.pool.preparesStatements = !self.databasePooler

@@ -624,6 +624,20 @@ struct ChatdProcessTests {
             "\(traced.output)"
         )
 
+        // NATS as the live bus: printed with its credentials redacted, no LISTEN connection; a URL of another
+        // scheme is refused with what was wrong.
+        let bus = try await chatd(
+            environment + " CHATD_NATS_URL='nats://chatd:b4sh@nats-1:4222,nats://nats-2:4222'",
+            "serve --print-config"
+        )
+        let busLines = Set(bus.output.split(separator: "\n").map(String.init))
+        #expect(busLines.contains("live-bus: nats") && busLines.contains("listen-database-url: off (NATS)"))
+        #expect(busLines.contains("nats-url: nats://chatd:***@nats-1:4222,nats://nats-2:4222"), "\(bus.output)")
+        #expect(!bus.output.contains("b4sh"))
+        #expect(lines.contains("live-bus: postgres"), "the default: LISTEN/NOTIFY")
+        let badBus = try await chatd(environment, "serve --print-config --nats-url http://nats-1:4222")
+        #expect(badBus.status != 0 && badBus.output.contains("nats:// or tls://"), "\(badBus.output)")
+
         // A variable that names no flag is an error, as a mistyped flag is; a switch takes true or false.
         let typo = try await chatd(environment + " CHATD_RATE_PER_USERS=9", "serve --print-config")
         #expect(

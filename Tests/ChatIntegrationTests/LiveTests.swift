@@ -23,7 +23,7 @@ private func messages(_ log: StreamLog<WatchThreadResponse>) -> [(UInt64, Messag
     }
 }
 
-private func send(_ client: ChatClient, _ thread: String, _ body: String) async throws -> Message {
+func send(_ client: ChatClient, _ thread: String, _ body: String) async throws -> Message {
     try await client.sendMessage(
         SendMessageRequest(threadId: thread, body: body, idempotencyKey: "k-\(UInt64.random(in: 0...UInt64.max))")
     ).message!
@@ -241,6 +241,88 @@ struct LiveTests {
     }
 }
 
+/// The live property on `instances` (sharing one database): four senders spread over the instances send 25 messages
+/// each at random to three threads; three watchers disconnect at random and resume on a random instance, and an
+/// inbox watches on the last instance. `midway` runs when half the messages are sent (a fault to inject). Every
+/// watcher must see each thread's messages exactly once, in order.
+func resumingWatchersProperty(
+    on instances: [ServiceHarness],
+    midway: @Sendable () async throws -> Void = {}
+) async throws {
+    let admin = try instances[0].client(.tenantAdmin)
+    var threads: [String] = []
+    for index in 0..<3 {
+        threads.append(
+            try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "P\(index)"))
+                .thread!.id
+        )
+    }
+    let senders = try (0..<4).map { index in
+        try instances[index % instances.count].client(.guardian, user: "sender-\(index)", scope: [Fixture.learnerA1])
+    }
+    let watchers = try instances.map { try $0.client(.guardian, user: "watcher", scope: [Fixture.learnerA1]) }
+    let threadIDs = threads
+    let targets = threads.map { _ in Target() }
+    let perSender = 25
+    // An inbox on the last instance: every thread's messages must arrive in their order, each once.
+    let inbox = StreamLog.start { try await watchers[watchers.count - 1].watchInbox(WatchInboxRequest()) }
+    try await waitUntil("the inbox head") { !inbox.events.isEmpty }
+
+    try await withThrowingTaskGroup(of: (Int, [UInt64])?.self) { group in
+        for (index, thread) in threadIDs.enumerated() {
+            let target = targets[index]
+            group.addTask {
+                (
+                    index,
+                    try await watchResuming(watchers, thread: thread, seed: UInt64(index) * 7 + 1) {
+                        target.value.withLock { $0 }
+                    }
+                )
+            }
+        }
+        let sent = Counts()
+        for half in 0..<2 {
+            if half == 1 { try await midway() }
+            try await withThrowingTaskGroup(of: Void.self) { sending in
+                for (index, sender) in senders.enumerated() {
+                    sending.addTask {
+                        var random = SplitMix64(seed: UInt64(index) + 100 + UInt64(half) * 1_000)
+                        for _ in 0..<(half == 0 ? perSender / 2 : perSender - perSender / 2) {
+                            let thread = Int(random.next() % 3)
+                            _ = try await send(sender, threadIDs[thread], "from \(index)")
+                            sent.value.withLock { $0[thread] += 1 }
+                        }
+                    }
+                }
+                try await sending.waitForAll()
+            }
+        }
+        let counts = sent.value.withLock { $0 }
+        #expect(counts.reduce(0, +) == 4 * perSender)
+        for (index, target) in targets.enumerated() { target.value.withLock { $0 = counts[index] } }
+        var checked = 0
+        for try await result in group {
+            guard let (index, seen) = result else { continue }
+            #expect(seen == (0..<counts[index]).map { UInt64($0 + 1) })
+            checked += 1
+        }
+        #expect(checked == 3)
+        try await waitUntil("every message in the inbox") {
+            inbox.events.filter { $0.event?.messageEvent != nil }.count == 4 * perSender
+        }
+        for (index, thread) in threadIDs.enumerated() {
+            let seqs = inbox.events.compactMap { event -> UInt64? in
+                guard let message = event.event?.messageEvent?.message, message.threadId == thread else {
+                    return nil
+                }
+                return message.seq
+            }
+            #expect(seqs == (0..<counts[index]).map { UInt64($0 + 1) }, "thread \(index) in the inbox")
+        }
+        await inbox.cancel()
+    }
+}
+
 /// A watcher that disconnects at random points and resumes from the last position it saw, on a random instance.
 private func watchResuming(
     _ clients: [ChatClient],
@@ -291,75 +373,7 @@ struct LivePropertyTests {
         let live = LiveService.Configuration(heartbeatInterval: .milliseconds(200))
         let first = try await ServiceHarness(live: live)
         let second = try await ServiceHarness(live: live, sharing: first.database)
-        let admin = try first.client(.tenantAdmin)
-        var threads: [String] = []
-        for index in 0..<3 {
-            threads.append(
-                try await admin.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "P\(index)"))
-                    .thread!.id
-            )
-        }
-        let senders = try (0..<4).map { index in
-            try (index % 2 == 0 ? first : second).client(.guardian, user: "sender-\(index)", scope: [Fixture.learnerA1])
-        }
-        let watchers = try [first, second].map { try $0.client(.guardian, user: "watcher", scope: [Fixture.learnerA1]) }
-        let threadIDs = threads
-        let targets = threads.map { _ in Target() }
-        let perSender = 25
-        // An inbox on the other instance: every thread's messages must arrive in their order, each once.
-        let inbox = StreamLog.start { try await watchers[1].watchInbox(WatchInboxRequest()) }
-        try await waitUntil("the inbox head") { !inbox.events.isEmpty }
-
-        try await withThrowingTaskGroup(of: (Int, [UInt64])?.self) { group in
-            for (index, thread) in threadIDs.enumerated() {
-                let target = targets[index]
-                group.addTask {
-                    (
-                        index,
-                        try await watchResuming(watchers, thread: thread, seed: UInt64(index) * 7 + 1) {
-                            target.value.withLock { $0 }
-                        }
-                    )
-                }
-            }
-            let sent = Counts()
-            try await withThrowingTaskGroup(of: Void.self) { sending in
-                for (index, sender) in senders.enumerated() {
-                    sending.addTask {
-                        var random = SplitMix64(seed: UInt64(index) + 100)
-                        for _ in 0..<perSender {
-                            let thread = Int(random.next() % 3)
-                            _ = try await send(sender, threadIDs[thread], "from \(index)")
-                            sent.value.withLock { $0[thread] += 1 }
-                        }
-                    }
-                }
-                try await sending.waitForAll()
-            }
-            let counts = sent.value.withLock { $0 }
-            #expect(counts.reduce(0, +) == 4 * perSender)
-            for (index, target) in targets.enumerated() { target.value.withLock { $0 = counts[index] } }
-            var checked = 0
-            for try await result in group {
-                guard let (index, seen) = result else { continue }
-                #expect(seen == (0..<counts[index]).map { UInt64($0 + 1) })
-                checked += 1
-            }
-            #expect(checked == 3)
-            try await waitUntil("every message in the inbox") {
-                inbox.events.filter { $0.event?.messageEvent != nil }.count == 4 * perSender
-            }
-            for (index, thread) in threadIDs.enumerated() {
-                let seqs = inbox.events.compactMap { event -> UInt64? in
-                    guard let message = event.event?.messageEvent?.message, message.threadId == thread else {
-                        return nil
-                    }
-                    return message.seq
-                }
-                #expect(seqs == (0..<counts[index]).map { UInt64($0 + 1) }, "thread \(index) in the inbox")
-            }
-            await inbox.cancel()
-        }
+        try await resumingWatchersProperty(on: [first, second])
         try await second.stop()
         try await first.stop()
     }

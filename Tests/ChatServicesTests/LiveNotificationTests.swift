@@ -33,6 +33,22 @@ struct LiveNotificationTests {
         #expect(earlier.instance == "old" && earlier.sentAtMicros == nil && earlier.changes.count == 1)
     }
 
+    @Test("presence payloads round-trip; change payloads and junk are not presence")
+    func presence() {
+        for presence in [LiveNotification.Presence.alive("abc"), .leaving("abc")] {
+            #expect(LiveNotification.Presence(payload: presence.payload) == presence)
+        }
+        let change = LiveNotification.encode(
+            instance: "abc",
+            sentAtMicros: 1,
+            changes: [LiveChange(tenantID: "t", threadID: nil, learnerID: nil, eventSeq: 0)]
+        )[0]
+        #expect(LiveNotification.Presence(payload: change) == nil)
+        for junk in ["A", "A ", "C abc", "A abc def", "A a\nb", ""] {
+            #expect(LiveNotification.Presence(payload: junk) == nil, "\(junk)")
+        }
+    }
+
     @Test("malformed payloads are refused, not half-read")
     func malformed() {
         for payload in [

@@ -26,6 +26,32 @@ struct RateLimiterTests {
         #expect(bucket.take(now: 100) != nil)
     }
 
+    @Test("with three instances each enforces a third of the rate and the burst; back to one, the whole again")
+    func share() {
+        let limiter = RateLimiter(
+            configuration: .init(perPrincipal: (30, 30), perService: (1e9, 1e9), perTenant: (1e9, 1e9))
+        )
+        limiter.setInstances(3)
+        var admitted = 0
+        for _ in 0..<100 where limiter.check(principal("a"), now: 0) == nil { admitted += 1 }
+        #expect(admitted == 10, "a third of the burst")
+        // One second later: a third of the rate.
+        admitted = 0
+        for _ in 0..<100 where limiter.check(principal("a"), now: 1) == nil { admitted += 1 }
+        #expect(admitted == 10)
+        // Alone again: the tokens earned at a third of the rate are kept (two seconds: 20), the burst is whole.
+        limiter.setInstances(1)
+        admitted = 0
+        for _ in 0..<100 where limiter.check(principal("a"), now: 3) == nil { admitted += 1 }
+        #expect(admitted == 20)
+        admitted = 0
+        for _ in 0..<100 where limiter.check(principal("a"), now: 13) == nil { admitted += 1 }
+        #expect(admitted == 30)
+        limiter.setInstances(0)
+        #expect(limiter.instances == 1, "never fewer than this one")
+        #expect(RateLimiter.share((2, 2), instances: 5) == (0.4, 1), "a burst of one at least")
+    }
+
     @Test("principals have their own budget; a tenant's budget is shared; services get their own")
     func limiter() {
         let limiter = RateLimiter(

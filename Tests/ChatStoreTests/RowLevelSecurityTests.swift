@@ -107,6 +107,10 @@ let privacyTables: Set<String> = ["privacy_audit", "privacy_audit_chain", "reten
 /// DELETE are refused.
 let appendOnlyTables: Set<String> = ["privacy_audit", "privacy_audit_chain", "outbox_horizon"]
 
+/// Insert-only tables whose rows may be deleted (the outbox, migration 8: erasure and retention replace an event by
+/// its tombstone, trimming deletes old events): UPDATE is refused, DELETE goes through row-level security.
+let noUpdateTables: Set<String> = ["outbox"]
+
 /// Tables whose rows belong to one caller of the tenant (`user_id` = `app.user_id`); the seeded rows are teacher-1's.
 let callerOwnedTables: Set<String> = ["idempotency_keys"]
 
@@ -216,17 +220,27 @@ struct RowLevelSecurityTests {
                 }
                 continue
             }
+            if noUpdateTables.contains(table) {
+                await #expect(throws: StorageError.self, "\(table): UPDATE was allowed") {
+                    try await pool.withTenantTransaction(context) { tx in
+                        _ = try tx.query(SQL(text: "UPDATE chat.\(table) SET tenant_id = tenant_id", binds: []))
+                    }
+                }
+            }
             let touched = try await pool.withTenantTransaction(context) { tx in
-                let updated = try tx.query(
-                    SQL(
-                        text: "UPDATE chat.\(table) SET tenant_id = tenant_id WHERE tenant_id = $1",
-                        binds: [Fixture.tenantB]
+                let updated =
+                    noUpdateTables.contains(table)
+                    ? nil
+                    : try tx.query(
+                        SQL(
+                            text: "UPDATE chat.\(table) SET tenant_id = tenant_id WHERE tenant_id = $1",
+                            binds: [Fixture.tenantB]
+                        )
                     )
-                )
                 let deleted = try tx.query(
                     SQL(text: "DELETE FROM chat.\(table) WHERE tenant_id = $1", binds: [Fixture.tenantB])
                 )
-                return updated.affectedRows + deleted.affectedRows
+                return (updated?.affectedRows ?? 0) + deleted.affectedRows
             }
             #expect(touched == 0, "\(table): a write aimed at tenant B touched rows")
             await #expect(throws: StorageError.self, "\(table): inserting a tenant B row succeeded") {
@@ -348,10 +362,14 @@ struct RowLevelSecurityTests {
                 )
                 // Append-only tables refuse any update (checked in tenantIsolationWrites).
                 if appendOnlyTables.contains(table) { return (try result.int64(row: 0, column: 0)!, 0) }
+                // Tables without UPDATE: a DELETE out of scope must touch nothing instead.
+                let write =
+                    noUpdateTables.contains(table)
+                    ? "DELETE FROM chat.\(table)" : "UPDATE chat.\(table) SET tenant_id = tenant_id"
                 let outOfScope = try tx.query(
                     SQL(
                         text:
-                            "UPDATE chat.\(table) SET tenant_id = tenant_id WHERE tenant_id = $1 AND $2::uuid IS NOT NULL"
+                            "\(write) WHERE tenant_id = $1 AND $2::uuid IS NOT NULL"
                             + (learnerScopedTables.contains(table) ? " AND learner_id = $2" : ""),
                         binds: [Fixture.tenantA, Fixture.learnerA2]
                     )

@@ -19,7 +19,8 @@ ensure_packages() {
 # Every Debian package the project needs to build, test and run.
 ensure_all_packages() {
     ensure_packages libpq-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler python3-protobuf \
-        postgresql postgresql-contrib openssl prometheus make gcc pkg-config pgbouncer haproxy
+        postgresql postgresql-contrib openssl prometheus make gcc pkg-config pgbouncer haproxy \
+        libnats-dev nats-server
 }
 
 # The Python packages the tests need, from PyPI, in a virtualenv of the checkout's own (made once, and again when

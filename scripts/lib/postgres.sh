@@ -18,7 +18,8 @@ pg_as_owner() {
 }
 
 # pg_cluster_start DIR: creates the cluster in DIR/data if it does not exist, starts it with its socket in DIR,
-# and waits until it accepts connections. The bootstrap superuser is `postgres`.
+# and waits until it accepts connections. The bootstrap superuser is `postgres`. wal_level=logical: the outbox can be
+# decoded through a replication slot (Debezium's prerequisite; docs/EVENTS.md), and a test does so.
 pg_cluster_start() {
     local dir=$1 bin
     bin=$(pg_bindir) || return 1
@@ -35,7 +36,7 @@ pg_cluster_start() {
         return 0  # already running (another scripts/dev, say): reuse it
     fi
     pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=${CHAT_PG_FSYNC:-on} -c max_connections=500" \
+        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=${CHAT_PG_FSYNC:-on} -c max_connections=1000 -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20" \
         start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
 }
 

@@ -1,0 +1,153 @@
+import ChatApp
+import ChatClient
+import ChatProto
+import ChatRPCCore
+import ChatServices
+import ChatStoreTestSupport
+import ChatTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+/// The live hub over NATS (a real nats-server, Debian's, started and stopped by the tests): wake-ups and presence
+/// go over the bus, LISTEN/NOTIFY is not used at all, and the rate limits hold across the instances.
+@Suite("Three instances on NATS")
+struct NATSTests {
+    /// Three instances on one database, their hubs on `nats`.
+    static func instances(
+        _ nats: NATSServer,
+        checkInterval: Duration = .seconds(1),
+        rateLimit: RateLimiter.Configuration = ServiceHarness.unlimited
+    ) async throws -> [ServiceHarness] {
+        let hub: (String) -> LiveHub.Configuration = { _ in
+            LiveHub.Configuration(
+                listenConninfo: nil,
+                checkInterval: checkInterval,
+                natsURLs: [nats.url],
+                announceInterval: .milliseconds(200)
+            )
+        }
+        let live = LiveService.Configuration(heartbeatInterval: .milliseconds(200))
+        let first = try await ServiceHarness(rateLimit: rateLimit, live: live, hub: hub, poolSize: 4)
+        var all = [first]
+        for _ in 1..<3 {
+            all.append(
+                try await ServiceHarness(
+                    rateLimit: rateLimit,
+                    live: live,
+                    hub: hub,
+                    sharing: first.database,
+                    poolSize: 4
+                )
+            )
+        }
+        let instances = all
+        try await waitUntil("each instance hears the other two") {
+            instances.allSatisfy { $0.hub.instances == 3 && $0.application.limiter.instances == 3 }
+        }
+        return instances
+    }
+
+    @Test(
+        "wake-ups cross instances over NATS alone (the periodic check is a minute away); an instance that stops is counted out"
+    )
+    func wakeUpsAndPresence() async throws {
+        let nats = try await NATSServer.start()
+        defer { nats.stop() }
+        let instances = try await Self.instances(nats, checkInterval: .seconds(60))
+        let sender = try instances[0].client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await sender.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "N"))
+            .thread!
+        let watcher = try instances[2].client(.guardian, scope: [Fixture.learnerA1])
+        let log = StreamLog.start { try await watcher.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        try await waitUntil("the head") { !log.events.isEmpty }
+        // A stream reads only when woken (heartbeats do not read): within 10 s, only a NATS hint can have woken it.
+        for index in 1...5 { _ = try await send(sender, thread.id, "n\(index)") }
+        try await waitUntil("five messages on the other instance", limit: .seconds(10)) {
+            log.events.compactMap { $0.event?.messageEvent?.message?.seq } == [1, 2, 3, 4, 5]
+        }
+        await log.cancel()
+
+        try await instances[2].stop()
+        try await waitUntil("the stopped instance is counted out") {
+            instances[0].hub.instances == 2 && instances[1].application.limiter.instances == 2
+        }
+        try await instances[1].stop()
+        try await instances[0].stop()
+    }
+
+    @Test(
+        "the live property on three instances, nats-server killed and restarted midway: every watcher sees exactly the committed sequence"
+    )
+    func propertyAcrossABusRestart() async throws {
+        let nats = try await NATSServer.start()
+        defer { nats.stop() }
+        let instances = try await Self.instances(nats)
+        try await resumingWatchersProperty(on: instances) {
+            nats.kill()
+            try await Task.sleep(for: .milliseconds(300))
+            try await nats.restart()
+        }
+        for instance in instances.reversed() { try await instance.stop() }
+    }
+
+    @Test("a global limit over three instances: the calls admitted in all stay within the rate plus one burst")
+    func globalRateLimit() async throws {
+        let nats = try await NATSServer.start()
+        defer { nats.stop() }
+        let rate = 30.0
+        let burst = 30.0
+        let instances = try await Self.instances(
+            nats,
+            rateLimit: RateLimiter.Configuration(
+                perPrincipal: (rate, burst),
+                perService: (1e9, 1e9),
+                perTenant: (1e9, 1e9)
+            )
+        )
+        // One user, one client on each instance, sixteen calls in flight on each (far more than the limit, however
+        // slow the machine), for three seconds; a refused call waits 10 ms before the next.
+        let clients = try instances.map {
+            try $0.client(.tenantAdmin, user: "busy", retry: RetryPolicy(maxAttempts: 1))
+        }
+        let admitted = Tally()
+        let refused = Tally()
+        let started = ContinuousClock.now
+        let duration = Duration.seconds(3)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in clients {
+                for _ in 0..<16 {
+                    group.addTask {
+                        while ContinuousClock.now - started < duration {
+                            do {
+                                _ = try await client.listThreads(ListThreadsRequest(learnerId: Fixture.learnerA1))
+                                admitted.add()
+                            } catch let error as RPCError where error.code == .resourceExhausted {
+                                refused.add()
+                                try await Task.sleep(for: .milliseconds(10))
+                            }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed =
+            Double((ContinuousClock.now - started).components.seconds)
+            + Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+        let total = admitted.count
+        let bound = rate * elapsed + burst + 3
+        #expect(Double(total) <= bound, "admitted \(total) in \(elapsed) s; the limit allows \(bound)")
+        // Not starved either: the three shares of the burst at least; and the demand went past the limit.
+        #expect(Double(total) >= burst, "admitted \(total) in \(elapsed) s")
+        #expect(refused.count > 0)
+        for instance in instances.reversed() { try await instance.stop() }
+    }
+}
+
+/// A count shared by concurrent tasks.
+final class Tally: Sendable {
+    private let value = Mutex(0)
+    func add() { self.value.withLock { $0 += 1 } }
+    var count: Int { self.value.withLock { $0 } }
+}
