@@ -42,6 +42,8 @@ struct ChatBench: AsyncParsableCommand {
     )
     var threads: Int = 100
     @Option(name: .customLong("rate"), help: "live: messages sent per second.") var rate: Double = 200
+    @Option(name: .customLong("live-warmup"), help: "live: seconds for the streams to open before sending.")
+    var liveWarmup: Double = 2
     @Option(name: .customLong("concurrency"), help: "Calls in flight.") var concurrency: Int = 1
     @Option(name: .customLong("connections"), help: "Connections the calls are spread over.") var connections: Int = 1
     @Option(name: .customLong("duration"), help: "Seconds of measurement (after a 1 s warm-up).") var duration: Double =
@@ -282,7 +284,8 @@ struct ChatBench: AsyncParsableCommand {
             )
         }
         let clock = ContinuousClock()
-        let sendEnd = clock.now + .seconds(2) + .milliseconds(Int64(self.duration * 1000))
+        let warmup = Duration.milliseconds(Int64(self.liveWarmup * 1000))
+        let sendEnd = clock.now + warmup + .milliseconds(Int64(self.duration * 1000))
         let watchEnd = sendEnd + .seconds(2)
         let ids = threadIDs
         let results = try await withThrowingTaskGroup(of: [Int64].self) { group in
@@ -312,7 +315,7 @@ struct ChatBench: AsyncParsableCommand {
             }
             // Messages at the rate, after a moment for the streams to open.
             group.addTask {
-                try await Task.sleep(for: .seconds(2))
+                try await Task.sleep(for: warmup)
                 let interval = Duration.seconds(1.0 / self.rate)
                 var next = clock.now
                 var index = 0
