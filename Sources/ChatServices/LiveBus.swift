@@ -14,6 +14,14 @@ enum LiveBusEvent: Sendable, Hashable {
     case message(String)
 }
 
+extension AsyncStream<LiveBusEvent>.Continuation {
+    /// Yields `event`; when the buffer was full (its oldest hint dropped), a `resync` follows, so that the consumer
+    /// wakes every stream instead of missing the dropped hint's.
+    func deliver(_ event: LiveBusEvent) {
+        if case .dropped = self.yield(event) { self.yield(.resync) }
+    }
+}
+
 /// How instances tell each other what committed: text payloads of ids and positions (`LiveBusMessage`), never data.
 /// Best effort: a payload lost costs latency (the periodic check and `resync` catch up), never an event.
 protocol LiveBus: Sendable {
@@ -50,8 +58,8 @@ final class PostgresLiveBus: LiveBus {
             group.addTask {
                 for await event in self.listener.events {
                     switch event {
-                    case .listening: self.continuation.yield(.resync)
-                    case .notification(_, let payload): self.continuation.yield(.message(payload))
+                    case .listening: self.continuation.deliver(.resync)
+                    case .notification(_, let payload): self.continuation.deliver(.message(payload))
                     }
                 }
             }
@@ -167,15 +175,19 @@ final class NATSLiveBus: LiveBus {
         self.continuation.finish()
     }
 
+    /// Publishes on a Dispatch thread: the library may write to its socket in the call when its buffer is full,
+    /// which can block up to its write deadline.
     func publish(_ payloads: [String]) async throws {
-        try self.connection.withLock { box in
-            guard let box else { throw Failure(description: "not connected") }
-            for payload in payloads {
-                var bytes = Array(payload.utf8)
-                try Self.check(
-                    natsConnection_Publish(box.connection, self.configuration.subject, &bytes, Int32(bytes.count)),
-                    "publish"
-                )
+        try await runBlocking { () throws -> Void in
+            try self.connection.withLock { box in
+                guard let box else { throw Failure(description: "not connected") }
+                for payload in payloads {
+                    var bytes = Array(payload.utf8)
+                    try Self.check(
+                        natsConnection_Publish(box.connection, self.configuration.subject, &bytes, Int32(bytes.count)),
+                        "publish"
+                    )
+                }
             }
         }
     }
@@ -210,7 +222,7 @@ final class NATSLiveBus: LiveBus {
             guard let closure else { return }
             let callbacks = Unmanaged<Callbacks>.fromOpaque(closure).takeUnretainedValue()
             callbacks.logger.info("NATS bus connected")
-            callbacks.continuation.yield(.resync)
+            callbacks.continuation.deliver(.resync)
         }
         let disconnected: natsConnectionHandler = { _, closure in
             guard let closure else { return }
@@ -225,7 +237,7 @@ final class NATSLiveBus: LiveBus {
                 metadata: [LogKey.error: "\(String(cString: natsStatus_GetText(status)))"]
             )
             // A slow consumer's messages were dropped: catch up from the database.
-            callbacks.continuation.yield(.resync)
+            callbacks.continuation.deliver(.resync)
         }
         try Self.check(natsOptions_SetReconnectedCB(options, connected, callbacks), "reconnected callback")
         try Self.check(natsOptions_SetDisconnectedCB(options, disconnected, callbacks), "disconnected callback")
@@ -242,7 +254,7 @@ final class NATSLiveBus: LiveBus {
         if status == NATS_NOT_YET_CONNECTED {
             self.logger.warning("NATS bus not reachable yet; retrying in the background")
         } else {
-            self.continuation.yield(.resync)
+            self.continuation.deliver(.resync)
         }
         let received: natsMsgHandler = { _, _, message, closure in
             guard let message else { return }
@@ -253,7 +265,7 @@ final class NATSLiveBus: LiveBus {
             let text = natsMsg_GetData(message).map {
                 String(decoding: UnsafeRawBufferPointer(start: $0, count: length), as: UTF8.self)
             }
-            callbacks.continuation.yield(.message(text ?? ""))
+            callbacks.continuation.deliver(.message(text ?? ""))
         }
         var subscription: OpaquePointer?
         do {

@@ -261,7 +261,7 @@ struct ChatBench: AsyncParsableCommand {
                 "p999_ms": percentile(99.9), "calls": count, "duration_s": self.duration,
             ]
             object.merge(extra) { $1 }
-            try Self.appendJSON(object, to: path)
+            try self.appendJSON(object, to: path)
         }
     }
 
@@ -426,7 +426,7 @@ struct ChatBench: AsyncParsableCommand {
             )
         )
         if let path = self.json {
-            try Self.appendJSON(
+            try self.appendJSON(
                 [
                     "scenario": "idle", "method": self.idleMethod, "streams": open,
                     "failed": counts.failed.load(ordering: .relaxed),
@@ -501,7 +501,7 @@ struct ChatBench: AsyncParsableCommand {
                 object["rss_before_kb"] = before
                 object["rss_after_kb"] = after
             }
-            try Self.appendJSON(object, to: path)
+            try self.appendJSON(object, to: path)
         }
     }
 
@@ -512,6 +512,13 @@ struct ChatBench: AsyncParsableCommand {
             if let value = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) { return value }
         }
         throw ValidationError("no VmRSS for process \(pid)")
+    }
+
+    /// Appends a result, with `--label` when given.
+    func appendJSON(_ object: [String: Any], to path: String) throws {
+        var object = object
+        if let label = self.label { object["label"] = label }
+        try Self.appendJSON(object, to: path)
     }
 
     static func appendJSON(_ object: [String: Any], to path: String) throws {

@@ -196,7 +196,7 @@ extension ChatBench {
         }
         if let json = self.json {
             for (name, before, during, after) in rows {
-                try Self.appendJSON(
+                try self.appendJSON(
                     [
                         "scenario": "hostile", "pattern": name, "rss_before_kb": before, "rss_held_kb": during,
                         "rss_after_kb": after,

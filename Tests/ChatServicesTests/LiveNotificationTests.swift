@@ -49,6 +49,19 @@ struct LiveNotificationTests {
         }
     }
 
+    @Test("a bus whose buffer overflows says resync after the drop, so that no lost hint goes unnoticed")
+    func overflowResyncs() async {
+        let (events, continuation) = AsyncStream.makeStream(of: LiveBusEvent.self, bufferingPolicy: .bufferingNewest(2))
+        continuation.deliver(.message("1"))
+        continuation.deliver(.message("2"))
+        continuation.deliver(.message("3"))
+        continuation.finish()
+        var seen: [LiveBusEvent] = []
+        for await event in events { seen.append(event) }
+        #expect(seen.last == .resync, "\(seen)")
+        #expect(seen.count == 2)
+    }
+
     @Test("malformed payloads are refused, not half-read")
     func malformed() {
         for payload in [
