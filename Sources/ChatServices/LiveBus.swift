@@ -31,6 +31,12 @@ protocol LiveBus: Sendable {
     func run() async
     /// Sends payloads to every instance.
     func publish(_ payloads: [String]) async throws
+    /// The last error connecting, when the bus keeps one (for tests and diagnosis).
+    var lastError: String? { get }
+}
+
+extension LiveBus {
+    var lastError: String? { nil }
 }
 
 /// PostgreSQL's LISTEN/NOTIFY, the embedded default: one LISTEN connection, and `pg_notify` on a pooled connection,
@@ -105,6 +111,8 @@ final class NATSLiveBus: LiveBus {
     private let logger: Logger
     /// The connection, once created (it may not be connected: the library retries in the background).
     private let connection = Mutex<ConnectionBox?>(nil)
+    /// Why the last setup failed, or the connection was closed for good; nil once set up again.
+    private let setupError = Mutex<String?>(nil)
 
     /// The C pointers, owned here; only used under `connection`'s lock or by the library's threads.
     private final class ConnectionBox: @unchecked Sendable {
@@ -151,28 +159,80 @@ final class NATSLiveBus: LiveBus {
         }
     }
 
+    /// Sets the connection up and keeps it: when setting up fails, or the library closes the connection for good
+    /// (it gives up on a server it cannot verify, say), it is set up again, with a backoff up to 30 s.
     func run() async {
-        do {
-            let box = try await runBlocking { () throws -> ConnectionBox in try self.open() }
-            self.connection.withLock { $0 = box }
-        } catch {
-            self.logger.error("the NATS bus could not be set up", metadata: [LogKey.error: "\(error)"])
-        }
+        var backoff = Duration.milliseconds(250)
         while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(3600))
+            if self.connection.withLock({ $0 == nil }) {
+                do {
+                    let box = try await runBlocking { () throws -> ConnectionBox in try self.open() }
+                    self.connection.withLock { $0 = box }
+                    self.setupError.withLock { $0 = nil }
+                } catch {
+                    self.setupError.withLock { $0 = "\(error)" }
+                    self.logger.error(
+                        "the NATS bus could not be set up; trying again",
+                        metadata: [LogKey.error: "\(error)"]
+                    )
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(30))
+                    continue
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
+            let closed = self.connection.withLock { state -> ConnectionBox? in
+                guard let box = state, natsConnection_Status(box.connection) == NATS_CONN_STATUS_CLOSED else {
+                    return nil
+                }
+                state = nil
+                return box
+            }
+            if let closed {
+                let reason = Self.lastError(of: closed.connection) ?? "closed"
+                self.setupError.withLock { $0 = reason }
+                self.logger.error(
+                    "the NATS connection was closed; setting it up again",
+                    metadata: [LogKey.error: "\(reason)"]
+                )
+                await Self.destroy(closed)
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(30))
+            } else {
+                backoff = .milliseconds(250)
+            }
         }
         if let box = self.connection.withLock({ state -> ConnectionBox? in
             defer { state = nil }
             return state
         }) {
             box.callbacks.closing.withLock { $0 = true }
-            await runBlocking {
-                if let subscription = box.subscription { natsSubscription_Destroy(subscription) }
-                natsConnection_Close(box.connection)
-                natsConnection_Destroy(box.connection)
-            }
+            await Self.destroy(box)
         }
         self.continuation.finish()
+    }
+
+    private static func destroy(_ box: ConnectionBox) async {
+        await runBlocking {
+            if let subscription = box.subscription { natsSubscription_Destroy(subscription) }
+            natsConnection_Close(box.connection)
+            natsConnection_Destroy(box.connection)
+        }
+    }
+
+    /// The library's last error on `connection` (status and text), if any.
+    private static func lastError(of connection: OpaquePointer) -> String? {
+        var text: UnsafePointer<CChar>?
+        let status = natsConnection_GetLastError(connection, &text)
+        guard status != NATS_OK else { return nil }
+        let detail = text.map { String(cString: $0) } ?? ""
+        return "\(String(cString: natsStatus_GetText(status))): \(detail)"
+    }
+
+    /// The library's last connection error (status and text), or why the last setup failed, if any.
+    var lastError: String? {
+        let current = self.connection.withLock { box in box.flatMap { Self.lastError(of: $0.connection) } }
+        return current ?? self.setupError.withLock { $0 }
     }
 
     /// Publishes on a Dispatch thread: the library may write to its socket in the call when its buffer is full,
@@ -278,9 +338,10 @@ final class NATSLiveBus: LiveBus {
                 "pending limits"
             )
         } catch {
+            let cause = Self.lastError(of: connection)
             if let subscription { natsSubscription_Destroy(subscription) }
             natsConnection_Destroy(connection)
-            throw error
+            throw Failure(description: cause.map { "\(error) (\($0))" } ?? "\(error)")
         }
         return ConnectionBox(connection: connection, subscription: subscription, callbacks: box)
     }

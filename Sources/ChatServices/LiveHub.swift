@@ -287,6 +287,9 @@ public final class LiveHub: Service, Sendable {
         }
     }
 
+    /// The bus's last connection error, when it keeps one (NATS does).
+    public var busError: String? { self.bus?.lastError }
+
     /// The instances alive as this one knows them, itself included.
     public var instances: Int { self.peers.withLock { $0.count } + 1 }
 

@@ -35,6 +35,14 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var timeout: Scheduled<Void>?
     private var receivedCloseNotify = false
     private var plaintext = ByteBuffer()
+    /// Plaintext written since the last flush, encrypted at the flush with one SSL_write: the frames of one flush
+    /// share TLS records (and one ciphertext buffer) instead of taking one each.
+    private var unencrypted: ByteBuffer?
+    private var unencryptedPromises: [EventLoopPromise<Void>] = []
+
+    /// Past this many bytes waiting, a write encrypts them without waiting for the flush: the channel sees them
+    /// (and its writability follows) within this much of what a handler wrote.
+    static let coalesceLimit = 64 * 1024
 
     /// Creates a handler.
     ///
@@ -157,10 +165,58 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .idle, .handshaking:
             self.pendingWrites.append((buffer, promise))
         case .active:
-            self.encrypt(context: context, buffer, promise: promise)
+            self.coalesce(context: context, buffer, promise: promise)
         case .closing, .closed:
             promise?.fail(ChannelError.ioOnClosedChannel)
         }
+    }
+
+    private func coalesce(context: ChannelHandlerContext, _ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        if let promise { self.unencryptedPromises.append(promise) }
+        if var pending = self.unencrypted {
+            self.unencrypted = nil
+            if pending.writableBytes < buffer.readableBytes {
+                // A buffer of our own, with room for a few more frames (the first was the writer's).
+                var grown = context.channel.allocator.buffer(
+                    capacity: max(4_096, 2 * (pending.readableBytes + buffer.readableBytes))
+                )
+                grown.writeImmutableBuffer(pending)
+                pending = grown
+            }
+            pending.writeImmutableBuffer(buffer)
+            self.unencrypted = pending
+        } else {
+            self.unencrypted = buffer
+        }
+        if let waiting = self.unencrypted, waiting.readableBytes >= Self.coalesceLimit {
+            self.encryptPending(context: context)
+        }
+    }
+
+    /// Encrypts what was written since the last flush, as one SSL_write, and passes the ciphertext on.
+    private func encryptPending(context: ChannelHandlerContext) {
+        guard let pending = self.unencrypted else { return }
+        self.unencrypted = nil
+        let promises = self.unencryptedPromises
+        self.unencryptedPromises = []
+        var promise: EventLoopPromise<Void>?
+        if promises.count == 1 {
+            promise = promises[0]
+        } else if !promises.isEmpty {
+            let combined = context.eventLoop.makePromise(of: Void.self)
+            combined.futureResult.whenComplete { result in
+                for waiting in promises { waiting.completeWith(result) }
+            }
+            promise = combined
+        }
+        self.encrypt(context: context, pending, promise: promise)
+    }
+
+    private func failUnencrypted(_ error: any Error) {
+        self.unencrypted = nil
+        let promises = self.unencryptedPromises
+        self.unencryptedPromises = []
+        for promise in promises { promise.fail(error) }
     }
 
     private func encrypt(context: ChannelHandlerContext, _ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
@@ -181,12 +237,17 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     public func flush(context: ChannelHandlerContext) {
-        if case .active = self.state { context.flush() }
+        if case .active = self.state {
+            self.encryptPending(context: context)
+            context.flush()
+        }
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         switch self.state {
         case .active:
+            // What was written before the close goes first, then close_notify.
+            self.encryptPending(context: context)
             self.state = .closing
             self.connection?.shutdown()
             if let output = self.connection?.takeOutput(allocator: context.channel.allocator) {
@@ -206,6 +267,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let writes = self.pendingWrites
         self.pendingWrites = []
         for (_, promise) in writes { promise?.fail(ChannelError.ioOnClosedChannel) }
+        self.failUnencrypted(ChannelError.ioOnClosedChannel)
         if wasActive && !self.receivedCloseNotify {
             context.fireErrorCaught(TLSError(.uncleanShutdown, "the connection ended without close_notify"))
         }
@@ -224,6 +286,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         default:
             self.state = .closing
             self.timeout?.cancel()
+            self.failUnencrypted(error)
             context.fireErrorCaught(error)
             context.close(promise: nil)
         }

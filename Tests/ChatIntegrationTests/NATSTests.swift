@@ -16,21 +16,25 @@ struct NATSTests {
     /// Three instances on one database, their hubs on `nats`.
     static func instances(
         _ nats: NATSServer,
+        count: Int = 3,
         checkInterval: Duration = .seconds(1),
-        rateLimit: RateLimiter.Configuration = ServiceHarness.unlimited
+        rateLimit: RateLimiter.Configuration = ServiceHarness.unlimited,
+        caFile: String? = nil,
+        expectToHear: Bool = true
     ) async throws -> [ServiceHarness] {
         let hub: (String) -> LiveHub.Configuration = { _ in
             LiveHub.Configuration(
                 listenConninfo: nil,
                 checkInterval: checkInterval,
                 natsURLs: [nats.url],
+                natsCAFile: caFile,
                 announceInterval: .milliseconds(200)
             )
         }
         let live = LiveService.Configuration(heartbeatInterval: .milliseconds(200))
         let first = try await ServiceHarness(rateLimit: rateLimit, live: live, hub: hub, poolSize: 4)
         var all = [first]
-        for _ in 1..<3 {
+        for _ in 1..<count {
             all.append(
                 try await ServiceHarness(
                     rateLimit: rateLimit,
@@ -42,10 +46,52 @@ struct NATSTests {
             )
         }
         let instances = all
-        try await waitUntil("each instance hears the other two") {
-            instances.allSatisfy { $0.hub.instances == 3 && $0.application.limiter.instances == 3 }
+        if expectToHear {
+            try await waitUntil("each instance hears the others") {
+                instances.allSatisfy { $0.hub.instances == count && $0.application.limiter.instances == count }
+            }
         }
         return instances
+    }
+
+    @Test("over tls:// with the CA given, the bus works; with another CA it refuses the server and hears nobody")
+    func tlsBus() async throws {
+        let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
+        let nats = try await NATSServer.start(tls: ("\(directory)/server.pem", "\(directory)/server.key"))
+        defer { nats.stop() }
+        let trusted = try await Self.instances(
+            nats,
+            count: 2,
+            checkInterval: .seconds(60),
+            caFile: "\(directory)/ca.pem"
+        )
+        let sender = try trusted[0].client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await sender.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "T"))
+            .thread!
+        let watcher = try trusted[1].client(.guardian, scope: [Fixture.learnerA1])
+        let log = StreamLog.start { try await watcher.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        try await waitUntil("the head") { !log.events.isEmpty }
+        _ = try await send(sender, thread.id, "over TLS")
+        try await waitUntil("the message on the other instance, woken over TLS", limit: .seconds(10)) {
+            log.events.contains { $0.event?.messageEvent?.message?.seq == 1 }
+        }
+        await log.cancel()
+
+        // Instances that trust another CA never get through: they hear neither each other nor the trusted ones.
+        let rogue = try await Self.instances(
+            nats,
+            count: 2,
+            caFile: "\(directory)/rogue-ca.pem",
+            expectToHear: false
+        )
+        try await waitUntil("the rogue instances' bus reports that it could not connect") {
+            rogue.allSatisfy { $0.hub.busError != nil }
+        }
+        #expect(rogue.allSatisfy { $0.hub.instances == 1 }, "\(rogue.map { $0.hub.instances })")
+        // The same server and URL as the trusted ones: only the CA differs (libnats reports the failed handshake as
+        // "no server available").
+        #expect(trusted.allSatisfy { $0.hub.instances == 2 })
+        for instance in rogue + trusted { try await instance.stop() }
     }
 
     @Test(

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import Testing
 
@@ -384,5 +385,79 @@ final class CloseWatcher: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.closed.succeed()
+    }
+}
+
+/// Two TLS handlers on EmbeddedChannels, the bytes carried between them by hand.
+@Suite("TLS records per flush (EmbeddedChannel)")
+struct TLSCoalescingTests {
+    /// Carries every outbound buffer of `from` into `to`; returns the buffers carried.
+    @discardableResult
+    static func carry(_ from: EmbeddedChannel, _ to: EmbeddedChannel) throws -> [ByteBuffer] {
+        var carried: [ByteBuffer] = []
+        while let buffer = try from.readOutbound(as: ByteBuffer.self) {
+            carried.append(buffer)
+            try to.writeInbound(buffer)
+        }
+        return carried
+    }
+
+    /// The TLS records in `buffers` (content type 23: application data) and their count.
+    static func applicationRecords(_ buffers: [ByteBuffer]) -> Int {
+        var count = 0
+        for var buffer in buffers {
+            while let header = buffer.readBytes(length: 5) {
+                let length = Int(header[3]) << 8 | Int(header[4])
+                buffer.moveReaderIndex(forwardBy: min(length, buffer.readableBytes))
+                if header[0] == 23 { count += 1 }
+            }
+        }
+        return count
+    }
+
+    @Test(
+        "the writes of one flush leave as one TLS record in one buffer; past 64 KiB the waiting writes go at once; the plaintext arrives whole"
+    )
+    func recordsPerFlush() throws {
+        let server = EmbeddedChannel(handler: TLSHandler(context: try TestCertificates.server()))
+        let client = EmbeddedChannel(
+            handler: TLSHandler(context: try TestCertificates.client(), serverName: "localhost")
+        )
+        try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        for _ in 0..<6 {
+            try Self.carry(client, server)
+            try Self.carry(server, client)
+        }
+        // A first exchange, so that whatever OpenSSL sends after the handshake (session tickets) has gone.
+        server.writeAndFlush(ByteBuffer(string: "x"), promise: nil)
+        try Self.carry(server, client)
+        #expect(try client.readInbound(as: ByteBuffer.self).map { String(buffer: $0) } == "x")
+
+        // Three frames, one flush: one buffer, one record.
+        for text in ["HEADERS", "DATA", "TRAILERS"] {
+            server.write(ByteBuffer(string: text), promise: nil)
+        }
+        server.flush()
+        let flushed = try Self.carry(server, client)
+        #expect(flushed.count == 1 && Self.applicationRecords(flushed) == 1, "\(flushed.count) buffers")
+        var received = ByteBuffer()
+        while var part = try client.readInbound(as: ByteBuffer.self) { received.writeBuffer(&part) }
+        #expect(String(buffer: received) == "HEADERSDATATRAILERS")
+
+        // Three writes of just over half the limit: the second brings the waiting bytes past it and is encrypted
+        // with the first at once; the third waits for the flush. Two buffers, every promise kept.
+        let half = TLSHandler.coalesceLimit / 2 + 1
+        let promises = (0..<3).map { _ in server.eventLoop.makePromise(of: Void.self) }
+        for promise in promises { server.write(ByteBuffer(repeating: 7, count: half), promise: promise) }
+        server.flush()
+        let buffers = try Self.carry(server, client)
+        #expect(buffers.count == 2, "\(buffers.count) buffers")
+        for promise in promises { try promise.futureResult.wait() }
+        var total = 0
+        while let part = try client.readInbound(as: ByteBuffer.self) { total += part.readableBytes }
+        #expect(total == 3 * half)
+        _ = try? server.finish()
+        _ = try? client.finish()
     }
 }

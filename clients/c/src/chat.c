@@ -39,7 +39,11 @@ enum { FRAME_DATA = 0, FRAME_HEADERS = 1, FRAME_TRAILERS = 2, FRAME_CANCEL = 3, 
        FRAME_PING = 5, FRAME_GOAWAY = 6, FRAME_SETTINGS = 7 };
 enum { FLAG_END_STREAM = 1, FLAG_ACK = 1 };
 enum { ERR_NO_ERROR = 0, ERR_PROTOCOL = 1, ERR_INTERNAL = 2, ERR_FLOW_CONTROL = 3, ERR_STREAM_CLOSED = 5,
-       ERR_FRAME_SIZE = 6, ERR_REFUSED_STREAM = 7, ERR_CANCEL = 8 };
+       ERR_FRAME_SIZE = 6, ERR_REFUSED_STREAM = 7, ERR_CANCEL = 8, ERR_ENHANCE_YOUR_CALM = 0xB };
+
+/* PING answers queued while the I/O thread cannot write (the server does not read them) at most: past it the server
+ * is flooding, and the connection ends instead of the queue growing. */
+enum { MAX_QUEUED_PING_ACKS = 4096 };
 enum { SET_MAX_CONCURRENT_STREAMS = 1, SET_INITIAL_WINDOW_SIZE = 2, SET_MAX_FRAME_SIZE = 3,
        SET_MAX_MESSAGE_SIZE = 4, SET_MAX_HEADER_SIZE = 5, SET_KEEPALIVE_MIN_INTERVAL_MS = 6,
        SET_CONNECTION_WINDOW = 7 };
@@ -298,6 +302,7 @@ struct conn {
     int64_t recv_window;
     int64_t recv_unreturned;
     buf out;   /* frames waiting for the I/O thread */
+    size_t ping_acks_queued; /* PING answers in out: reset when the I/O thread takes out to write it */
     buf in;    /* bytes read, not yet a whole frame (the I/O thread's, under the lock while parsed) */
     call *buckets[BUCKETS];
     call *queue_head, *queue_tail;
@@ -763,6 +768,10 @@ static void frame_received(conn *c, uint8_t type, uint8_t flags, uint32_t id, co
     case FRAME_PING:
         if (n != 8) { connection_error(c, ERR_FRAME_SIZE, "PING not 8 bytes"); return; }
         if (!(flags & FLAG_ACK)) {
+            if (++c->ping_acks_queued > MAX_QUEUED_PING_ACKS) {
+                connection_error(c, ERR_ENHANCE_YOUR_CALM, "PINGs faster than it reads the answers");
+                return;
+            }
             frame(c, FRAME_PING, FLAG_ACK, 0, p, 8);
             conn_wake(c);
         }
@@ -870,6 +879,7 @@ static void *io_main(void *arg) {
             w = c->out;
             c->out = t;
             c->out.len = 0;
+            c->ping_acks_queued = 0;
             woff = 0;
         }
         bool dead = c->dead;

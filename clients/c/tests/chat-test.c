@@ -703,6 +703,7 @@ typedef struct rogue {
     int listen_fd;
     uint16_t port;
     SSL_CTX *ctx;
+    bool ping_flood; /* instead of waiting: PINGs without end, reading none of the answers */
 } rogue;
 
 static int rogue_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
@@ -724,9 +725,23 @@ static void *rogue_main(void *arg) {
         uint8_t f[9 + 18] = {0, 0, 18, 7, 0, 0, 0, 0, 0,
                              0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 7, 0x7f, 0xff, 0xff, 0xff, 0, 4, 0x01, 0, 0, 0};
         SSL_write(ssl, f, sizeof f);
-        /* Read nothing: the client's request fills the socket buffers and its writes wait for room. */
-        struct timespec pause = {0, 500 * 1000000L};
-        nanosleep(&pause, NULL);
+        if (r->ping_flood) {
+            /* 1,000 PINGs a write, until the client gives up (its answers fill the socket buffers unread). */
+            enum { PINGS = 1000 };
+            static uint8_t pings[PINGS * 17];
+            for (int i = 0; i < PINGS; i++) {
+                uint8_t *q = pings + i * 17;
+                memset(q, 0, 17);
+                q[2] = 8;
+                q[3] = 5;
+            }
+            for (int sent = 0; sent < 2000 && SSL_write(ssl, pings, sizeof pings) > 0; sent++) {
+            }
+        } else {
+            /* Read nothing: the client's request fills the socket buffers and its writes wait for room. */
+            struct timespec pause = {0, 500 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
     }
     struct linger reset = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
@@ -786,6 +801,59 @@ static bool test_reset_mid_write(void) {
     return true;
 }
 
+/* A hostile peer that floods PINGs and reads none of the answers: the library ends the connection (GOAWAY
+ * ENHANCE_YOUR_CALM) once 4,096 answers wait unsent, instead of queueing them without end. */
+static bool test_ping_flood(void) {
+    char cert[512], key[512];
+    int dir = (int)(strrchr(ca, '/') ? strrchr(ca, '/') - ca : 1);
+    snprintf(cert, sizeof cert, "%.*s/server.pem", dir, ca);
+    snprintf(key, sizeof key, "%.*s/server.key", dir, ca);
+    rogue r = {0};
+    r.ping_flood = true;
+    r.ctx = SSL_CTX_new(TLS_server_method());
+    CHECK(SSL_CTX_use_certificate_chain_file(r.ctx, cert) == 1 &&
+              SSL_CTX_use_PrivateKey_file(r.ctx, key, SSL_FILETYPE_PEM) == 1, "the test's server certificate");
+    SSL_CTX_set_alpn_select_cb(r.ctx, rogue_alpn, NULL);
+    r.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    CHECK(bind(r.listen_fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(r.listen_fd, 1) == 0 &&
+              getsockname(r.listen_fd, (struct sockaddr *)&a, &len) == 0, "listen");
+    r.port = ntohs(a.sin_port);
+    pthread_t thread;
+    pthread_create(&thread, NULL, rogue_main, &r);
+    chat_options o;
+    chat_options_init(&o);
+    o.host = host;
+    o.port = r.port;
+    o.ca_file = ca;
+    o.token = token;
+    o.max_attempts = 1;
+    chat_status st = {0};
+    chat_client *c = chat_client_new(&o, &st);
+    CHECK(c != NULL, "client: %s", st.message);
+    CHECK(chat_client_connect(c, &st) == CHAT_OK, "connect: %s", st.message);
+    /* A call waits on the flooded connection: it ends with the connection, long before its deadline. */
+    uint8_t *response = NULL;
+    size_t response_len = 0;
+    chat_call_options once = {.timeout_ms = 30000};
+    chat_code code = chat_unary_bytes(c, &chat_method_health_service_check, NULL, 0, &once, &response,
+                                      &response_len, &st);
+    free(response);
+    bool flooded = code == CHAT_UNAVAILABLE && st.message != NULL && strstr(st.message, "PINGs faster") != NULL;
+    char seen[300];
+    snprintf(seen, sizeof seen, "%s %s", chat_code_name(code), st.message ? st.message : "");
+    chat_status_clear(&st);
+    chat_client_free(c);
+    pthread_join(thread, NULL);
+    close(r.listen_fd);
+    SSL_CTX_free(r.ctx);
+    CHECK(flooded, "a PING flood: %s", seen);
+    return true;
+}
+
 int main(void) {
     /* No SIGPIPE handling here: the library keeps writes to closed connections from raising it. */
     const char *address = env("LIBCHAT_TEST_ADDRESS");
@@ -805,6 +873,7 @@ int main(void) {
     run("drain and kill -9 mid-stream: reconnect and resume, every message once", test_restart_mid_stream);
     run("rate-limited calls retried after RetryInfo, one effect each", test_retries_not_processed);
     run("a peer that resets the connection mid-request: UNAVAILABLE, and no SIGPIPE", test_reset_mid_write);
+    run("a peer that floods PINGs and reads no answer: the connection ends, the queue stays bounded", test_ping_flood);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
