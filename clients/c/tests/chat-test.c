@@ -716,6 +716,12 @@ static int rogue_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen
 
 static void *rogue_main(void *arg) {
     rogue *r = arg;
+    /* The peer's own writes to a connection the client closed must not end the program: only the library's are
+     * under test. */
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     int fd = accept(r->listen_fd, NULL, NULL);
     if (fd < 0) return NULL;
     SSL *ssl = SSL_new(r->ctx);
@@ -726,6 +732,25 @@ static void *rogue_main(void *arg) {
                              0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 7, 0x7f, 0xff, 0xff, 0xff, 0, 4, 0x01, 0, 0, 0};
         SSL_write(ssl, f, sizeof f);
         if (r->ping_flood) {
+            /* First the call: read the client's frames until one on a stream (its HEADERS), so that the flood meets
+             * a call in flight whatever the timing. */
+            uint8_t in[65536];
+            size_t have = 0;
+            bool call = false;
+            while (!call) {
+                int n = SSL_read(ssl, in + have, (int)(sizeof in - have));
+                if (n <= 0) break;
+                have += (size_t)n;
+                size_t at = 8; /* after the preface (docs/PROTOCOL.md 3) */
+                while (!call && at + 9 <= have) {
+                    size_t length = (size_t)in[at] << 16 | (size_t)in[at + 1] << 8 | in[at + 2];
+                    uint32_t stream = (uint32_t)in[at + 5] << 24 | (uint32_t)in[at + 6] << 16 |
+                                      (uint32_t)in[at + 7] << 8 | in[at + 8];
+                    if (at + 9 + length > have) break;
+                    if ((stream & 0x7fffffff) != 0) call = true;
+                    at += 9 + length;
+                }
+            }
             /* 1,000 PINGs a write, until the client gives up (its answers fill the socket buffers unread). */
             enum { PINGS = 1000 };
             static uint8_t pings[PINGS * 17];
@@ -750,36 +775,45 @@ static void *rogue_main(void *arg) {
     return NULL;
 }
 
-static bool test_reset_mid_write(void) {
+/* Starts the rogue peer `r` (its mode set) on a loopback port of the kernel's choosing, in a thread of its own, and
+ * a client for it that makes one attempt (the peer takes one connection). */
+static bool rogue_start(rogue *r, pthread_t *thread, chat_client **client) {
     char cert[512], key[512];
     int dir = (int)(strrchr(ca, '/') ? strrchr(ca, '/') - ca : 1);
     snprintf(cert, sizeof cert, "%.*s/server.pem", dir, ca);
     snprintf(key, sizeof key, "%.*s/server.key", dir, ca);
-    rogue r = {0};
-    r.ctx = SSL_CTX_new(TLS_server_method());
-    CHECK(SSL_CTX_use_certificate_chain_file(r.ctx, cert) == 1 &&
-              SSL_CTX_use_PrivateKey_file(r.ctx, key, SSL_FILETYPE_PEM) == 1, "the test's server certificate");
-    SSL_CTX_set_alpn_select_cb(r.ctx, rogue_alpn, NULL);
-    r.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    r->ctx = SSL_CTX_new(TLS_server_method());
+    CHECK(SSL_CTX_use_certificate_chain_file(r->ctx, cert) == 1 &&
+              SSL_CTX_use_PrivateKey_file(r->ctx, key, SSL_FILETYPE_PEM) == 1, "the test's server certificate");
+    SSL_CTX_set_alpn_select_cb(r->ctx, rogue_alpn, NULL);
+    r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
-    CHECK(bind(r.listen_fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(r.listen_fd, 1) == 0 &&
-              getsockname(r.listen_fd, (struct sockaddr *)&a, &len) == 0, "listen");
-    r.port = ntohs(a.sin_port);
-    pthread_t thread;
-    pthread_create(&thread, NULL, rogue_main, &r);
+    CHECK(bind(r->listen_fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(r->listen_fd, 1) == 0 &&
+              getsockname(r->listen_fd, (struct sockaddr *)&a, &len) == 0, "listen");
+    r->port = ntohs(a.sin_port);
+    pthread_create(thread, NULL, rogue_main, r);
     chat_options o;
     chat_options_init(&o);
     o.host = host;
-    o.port = r.port;
+    o.port = r->port;
     o.ca_file = ca;
     o.token = token;
-    o.max_attempts = 1; /* the peer takes one connection */
+    o.max_attempts = 1;
     chat_status st = {0};
-    chat_client *c = chat_client_new(&o, &st);
-    CHECK(c != NULL, "client: %s", st.message);
+    *client = chat_client_new(&o, &st);
+    CHECK(*client != NULL, "client: %s", st.message);
+    return true;
+}
+
+static bool test_reset_mid_write(void) {
+    rogue r = {0};
+    pthread_t thread;
+    chat_client *c = NULL;
+    if (!rogue_start(&r, &thread, &c)) return false;
+    chat_status st = {0};
     /* Connected, with the peer's SETTINGS (a MAX_MESSAGE_SIZE of 16 MiB) read before the call. */
     CHECK(chat_client_connect(c, &st) == CHAT_OK, "connect: %s", st.message);
     sleep_ms(100);
@@ -804,36 +838,12 @@ static bool test_reset_mid_write(void) {
 /* A hostile peer that floods PINGs and reads none of the answers: the library ends the connection (GOAWAY
  * ENHANCE_YOUR_CALM) once 4,096 answers wait unsent, instead of queueing them without end. */
 static bool test_ping_flood(void) {
-    char cert[512], key[512];
-    int dir = (int)(strrchr(ca, '/') ? strrchr(ca, '/') - ca : 1);
-    snprintf(cert, sizeof cert, "%.*s/server.pem", dir, ca);
-    snprintf(key, sizeof key, "%.*s/server.key", dir, ca);
     rogue r = {0};
     r.ping_flood = true;
-    r.ctx = SSL_CTX_new(TLS_server_method());
-    CHECK(SSL_CTX_use_certificate_chain_file(r.ctx, cert) == 1 &&
-              SSL_CTX_use_PrivateKey_file(r.ctx, key, SSL_FILETYPE_PEM) == 1, "the test's server certificate");
-    SSL_CTX_set_alpn_select_cb(r.ctx, rogue_alpn, NULL);
-    r.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    CHECK(bind(r.listen_fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(r.listen_fd, 1) == 0 &&
-              getsockname(r.listen_fd, (struct sockaddr *)&a, &len) == 0, "listen");
-    r.port = ntohs(a.sin_port);
     pthread_t thread;
-    pthread_create(&thread, NULL, rogue_main, &r);
-    chat_options o;
-    chat_options_init(&o);
-    o.host = host;
-    o.port = r.port;
-    o.ca_file = ca;
-    o.token = token;
-    o.max_attempts = 1;
+    chat_client *c = NULL;
+    if (!rogue_start(&r, &thread, &c)) return false;
     chat_status st = {0};
-    chat_client *c = chat_client_new(&o, &st);
-    CHECK(c != NULL, "client: %s", st.message);
     CHECK(chat_client_connect(c, &st) == CHAT_OK, "connect: %s", st.message);
     /* A call waits on the flooded connection: it ends with the connection, long before its deadline. */
     uint8_t *response = NULL;
