@@ -118,16 +118,15 @@ final class NATSLiveBus: LiveBus {
     private final class ConnectionBox: @unchecked Sendable {
         let connection: OpaquePointer
         let subscription: OpaquePointer?
-        let callbacks: Callbacks
-        init(connection: OpaquePointer, subscription: OpaquePointer?, callbacks: Callbacks) {
+        init(connection: OpaquePointer, subscription: OpaquePointer?) {
             self.connection = connection
             self.subscription = subscription
-            self.callbacks = callbacks
         }
     }
 
-    /// What the callbacks reach through their closure pointer. Retained once per bus and never released: the
-    /// library may call back from its threads until it is unloaded.
+    /// What the callbacks reach through their closure pointer: one per bus, for every connection it sets up,
+    /// retained once (`retainedCallbacks`) and never released: the library may call back from its threads until it
+    /// is unloaded.
     private final class Callbacks: Sendable {
         let continuation: AsyncStream<LiveBusEvent>.Continuation
         let logger: Logger
@@ -139,6 +138,10 @@ final class NATSLiveBus: LiveBus {
         }
     }
 
+    private let callbacks: Callbacks
+    /// `callbacks`, retained once for the library's closure pointer.
+    private let retainedCallbacks: Unmanaged<Callbacks>
+
     init(configuration: Configuration, name: String, logger: Logger) {
         self.configuration = configuration
         self.name = name
@@ -147,6 +150,8 @@ final class NATSLiveBus: LiveBus {
             of: LiveBusEvent.self,
             bufferingPolicy: .bufferingNewest(Int(configuration.pendingLimit))
         )
+        self.callbacks = Callbacks(continuation: self.continuation, logger: logger)
+        self.retainedCallbacks = Unmanaged.passRetained(self.callbacks)
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -206,7 +211,7 @@ final class NATSLiveBus: LiveBus {
             defer { state = nil }
             return state
         }) {
-            box.callbacks.closing.withLock { $0 = true }
+            self.callbacks.closing.withLock { $0 = true }
             await Self.destroy(box)
         }
         self.continuation.finish()
@@ -257,8 +262,7 @@ final class NATSLiveBus: LiveBus {
         try Self.check(natsOptions_Create(&options), "options")
         guard let options else { throw Failure(description: "no options") }
         defer { natsOptions_Destroy(options) }
-        let box = Callbacks(continuation: self.continuation, logger: self.logger)
-        let callbacks = Unmanaged.passRetained(box).toOpaque()
+        let callbacks = self.retainedCallbacks.toOpaque()
         var urls = self.configuration.urls.map { strdup($0) }
         defer { urls.forEach { free($0) } }
         try urls.withUnsafeMutableBufferPointer { buffer in
@@ -343,7 +347,7 @@ final class NATSLiveBus: LiveBus {
             natsConnection_Destroy(connection)
             throw Failure(description: cause.map { "\(error) (\($0))" } ?? "\(error)")
         }
-        return ConnectionBox(connection: connection, subscription: subscription, callbacks: box)
+        return ConnectionBox(connection: connection, subscription: subscription)
     }
 }
 

@@ -124,6 +124,44 @@ enum LiveNotification {
     }
 }
 
+/// The other instances one hub has heard on the bus, and when last: pure logic, tested without a bus. Bounded: at
+/// most `maxPeers` instances, ids of at most `maxIDBytes` bytes (ours are 13); a payload past either is not counted,
+/// so that a bus that carries junk (or a forged flood of presence) cannot grow the map or shrink the rate-limit
+/// share without end.
+struct LivePeers: Sendable {
+    static let maxPeers = 1_024
+    static let maxIDBytes = 64
+
+    private(set) var lastHeard: [String: ContinuousClock.Instant] = [:]
+
+    /// The instances alive as this one knows them, itself included.
+    var instances: Int { self.lastHeard.count + 1 }
+
+    /// Records `instance` as heard at `now`; returns the new count of instances when it changed.
+    mutating func heard(_ instance: String, at now: ContinuousClock.Instant) -> Int? {
+        guard instance.utf8.count <= Self.maxIDBytes else { return nil }
+        if self.lastHeard[instance] != nil {
+            self.lastHeard[instance] = now
+            return nil
+        }
+        guard self.lastHeard.count < Self.maxPeers else { return nil }
+        self.lastHeard[instance] = now
+        return self.instances
+    }
+
+    /// Forgets `instance` (it said it is leaving); returns the new count when it changed.
+    mutating func forget(_ instance: String) -> Int? {
+        self.lastHeard.removeValue(forKey: instance) == nil ? nil : self.instances
+    }
+
+    /// Forgets the instances not heard from within `horizon` of `now`; returns the new count when it changed.
+    mutating func expire(now: ContinuousClock.Instant, horizon: Duration) -> Int? {
+        let before = self.lastHeard.count
+        self.lastHeard = self.lastHeard.filter { now - $0.value < horizon }
+        return self.lastHeard.count == before ? nil : self.instances
+    }
+}
+
 /// One open live stream, as the hub sees it: what it watches, and how far it has read.
 public final class LiveSubscription: Sendable {
     /// What a stream watches.
@@ -245,7 +283,7 @@ public final class LiveHub: Service, Sendable {
     /// The bus to the other instances; nil: this instance is alone.
     private let bus: (any LiveBus)?
     /// The other instances heard from, and when last.
-    private let peers = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let peers = Mutex(LivePeers())
     /// Told the number of instances (this one included) whenever it changes.
     private let instancesChanged: (@Sendable (Int) -> Void)?
 
@@ -291,7 +329,7 @@ public final class LiveHub: Service, Sendable {
     public var busError: String? { self.bus?.lastError }
 
     /// The instances alive as this one knows them, itself included.
-    public var instances: Int { self.peers.withLock { $0.count } + 1 }
+    public var instances: Int { self.peers.withLock { $0.instances } }
 
     /// Registers a stream. Register before the first read, so that nothing committed after that read is missed.
     public func subscribe(tenantID: String, interest: LiveSubscription.Interest) -> LiveSubscription {
@@ -426,31 +464,19 @@ public final class LiveHub: Service, Sendable {
     private func heard(from instance: String) {
         guard instance != self.instanceID else { return }
         let now = ContinuousClock.now
-        let count = self.peers.withLock { peers -> Int? in
-            let known = peers[instance] != nil
-            peers[instance] = now
-            return known ? nil : peers.count + 1
-        }
-        if let count { self.instancesChange(to: count) }
+        if let count = self.peers.withLock({ $0.heard(instance, at: now) }) { self.instancesChange(to: count) }
     }
 
     private func forget(_ instance: String) {
-        let count = self.peers.withLock { peers -> Int? in
-            guard peers.removeValue(forKey: instance) != nil else { return nil }
-            return peers.count + 1
-        }
-        if let count { self.instancesChange(to: count) }
+        if let count = self.peers.withLock({ $0.forget(instance) }) { self.instancesChange(to: count) }
     }
 
     /// Forgets the instances not heard from for three announce intervals.
     func expirePeers(now: ContinuousClock.Instant = .now) {
         let horizon = self.configuration.announceInterval * 3
-        let count = self.peers.withLock { peers -> Int? in
-            let before = peers.count
-            peers = peers.filter { now - $0.value < horizon }
-            return peers.count == before ? nil : peers.count + 1
+        if let count = self.peers.withLock({ $0.expire(now: now, horizon: horizon) }) {
+            self.instancesChange(to: count)
         }
-        if let count { self.instancesChange(to: count) }
     }
 
     private func instancesChange(to count: Int) {

@@ -370,7 +370,10 @@ struct Serve: AsyncParsableCommand {
         if let natsURL = self.natsURL {
             let urls = natsURL.split(separator: ",").map { String($0.filter { $0 != " " }) }
             guard !urls.isEmpty, urls.allSatisfy({ $0.hasPrefix("nats://") || $0.hasPrefix("tls://") }) else {
-                throw ValidationError("--nats-url: comma-separated nats:// or tls:// URLs, got \(natsURL)")
+                throw ValidationError(
+                    "--nats-url: comma-separated nats:// or tls:// URLs, got "
+                        + urls.map(AppConfiguration.redacted).joined(separator: ",")
+                )
             }
             configuration.liveHub.natsURLs = urls
             configuration.liveHub.natsCAFile = self.natsCAFile

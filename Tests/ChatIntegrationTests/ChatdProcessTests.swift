@@ -635,8 +635,9 @@ struct ChatdProcessTests {
         #expect(busLines.contains("nats-url: nats://chatd:***@nats-1:4222,nats://nats-2:4222"), "\(bus.output)")
         #expect(!bus.output.contains("b4sh"))
         #expect(lines.contains("live-bus: postgres"), "the default: LISTEN/NOTIFY")
-        let badBus = try await chatd(environment, "serve --print-config --nats-url http://nats-1:4222")
+        let badBus = try await chatd(environment, "serve --print-config --nats-url http://chatd:b4sh@nats-1:4222")
         #expect(badBus.status != 0 && badBus.output.contains("nats:// or tls://"), "\(badBus.output)")
+        #expect(!badBus.output.contains("b4sh"), "the refusal does not echo the password")
 
         // A variable that names no flag is an error, as a mistyped flag is; a switch takes true or false.
         let typo = try await chatd(environment + " CHATD_RATE_PER_USERS=9", "serve --print-config")

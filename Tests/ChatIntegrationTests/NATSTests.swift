@@ -54,6 +54,23 @@ struct NATSTests {
         return instances
     }
 
+    /// `messages` sent through `sender` reach a WatchThread stream on `receiver` within 10 s, in order. A stream
+    /// reads only when woken (heartbeats do not read), so with the periodic check a minute away only a hint over the
+    /// bus can have woken it.
+    static func deliveredAcross(from sender: ServiceHarness, to receiver: ServiceHarness, messages: Int) async throws {
+        let client = try sender.client(.guardian, scope: [Fixture.learnerA1])
+        let thread = try await client.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "N"))
+            .thread!
+        let watcher = try receiver.client(.guardian, scope: [Fixture.learnerA1])
+        let log = StreamLog.start { try await watcher.watchThread(WatchThreadRequest(threadId: thread.id)) }
+        try await waitUntil("the head") { !log.events.isEmpty }
+        for index in 1...messages { _ = try await send(client, thread.id, "n\(index)") }
+        try await waitUntil("the messages on the other instance", limit: .seconds(10)) {
+            log.events.compactMap { $0.event?.messageEvent?.message?.seq } == (1...messages).map { UInt64($0) }
+        }
+        await log.cancel()
+    }
+
     @Test("over tls:// with the CA given, the bus works; with another CA it refuses the server and hears nobody")
     func tlsBus() async throws {
         let directory = ProcessInfo.processInfo.environment["CHAT_TEST_TLS_DIR"] ?? ""
@@ -65,17 +82,7 @@ struct NATSTests {
             checkInterval: .seconds(60),
             caFile: "\(directory)/ca.pem"
         )
-        let sender = try trusted[0].client(.guardian, scope: [Fixture.learnerA1])
-        let thread = try await sender.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "T"))
-            .thread!
-        let watcher = try trusted[1].client(.guardian, scope: [Fixture.learnerA1])
-        let log = StreamLog.start { try await watcher.watchThread(WatchThreadRequest(threadId: thread.id)) }
-        try await waitUntil("the head") { !log.events.isEmpty }
-        _ = try await send(sender, thread.id, "over TLS")
-        try await waitUntil("the message on the other instance, woken over TLS", limit: .seconds(10)) {
-            log.events.contains { $0.event?.messageEvent?.message?.seq == 1 }
-        }
-        await log.cancel()
+        try await Self.deliveredAcross(from: trusted[0], to: trusted[1], messages: 1)
 
         // Instances that trust another CA never get through: they hear neither each other nor the trusted ones.
         let rogue = try await Self.instances(
@@ -87,9 +94,9 @@ struct NATSTests {
         try await waitUntil("the rogue instances' bus reports that it could not connect") {
             rogue.allSatisfy { $0.hub.busError != nil }
         }
-        #expect(rogue.allSatisfy { $0.hub.instances == 1 }, "\(rogue.map { $0.hub.instances })")
         // The same server and URL as the trusted ones: only the CA differs (libnats reports the failed handshake as
         // "no server available").
+        #expect(rogue.allSatisfy { $0.hub.instances == 1 }, "\(rogue.map { $0.hub.instances })")
         #expect(trusted.allSatisfy { $0.hub.instances == 2 })
         for instance in rogue + trusted { try await instance.stop() }
     }
@@ -101,18 +108,7 @@ struct NATSTests {
         let nats = try await NATSServer.start()
         defer { nats.stop() }
         let instances = try await Self.instances(nats, checkInterval: .seconds(60))
-        let sender = try instances[0].client(.guardian, scope: [Fixture.learnerA1])
-        let thread = try await sender.createThread(CreateThreadRequest(learnerId: Fixture.learnerA1, title: "N"))
-            .thread!
-        let watcher = try instances[2].client(.guardian, scope: [Fixture.learnerA1])
-        let log = StreamLog.start { try await watcher.watchThread(WatchThreadRequest(threadId: thread.id)) }
-        try await waitUntil("the head") { !log.events.isEmpty }
-        // A stream reads only when woken (heartbeats do not read): within 10 s, only a NATS hint can have woken it.
-        for index in 1...5 { _ = try await send(sender, thread.id, "n\(index)") }
-        try await waitUntil("five messages on the other instance", limit: .seconds(10)) {
-            log.events.compactMap { $0.event?.messageEvent?.message?.seq } == [1, 2, 3, 4, 5]
-        }
-        await log.cancel()
+        try await Self.deliveredAcross(from: instances[0], to: instances[2], messages: 5)
 
         try await instances[2].stop()
         try await waitUntil("the stopped instance is counted out") {

@@ -49,6 +49,25 @@ struct LiveNotificationTests {
         }
     }
 
+    @Test("peers: counted once, refreshed, forgotten on leaving or after the horizon; bounded in number and id size")
+    func peers() {
+        var peers = LivePeers()
+        let start = ContinuousClock.now
+        #expect(peers.heard("a", at: start) == 2)
+        #expect(peers.heard("a", at: start + .seconds(1)) == nil, "heard again: no change")
+        #expect(peers.heard("b", at: start) == 3)
+        #expect(peers.forget("b") == 2 && peers.forget("b") == nil)
+        // "a" was refreshed at +1 s: still alive at +6.5 s with a 6 s horizon, gone at +7.5 s.
+        #expect(peers.expire(now: start + .milliseconds(6_500), horizon: .seconds(6)) == nil)
+        #expect(peers.expire(now: start + .milliseconds(7_500), horizon: .seconds(6)) == 1)
+        // Past the bounds: a flood of ids stops at maxPeers, an oversized id is not counted.
+        for index in 0..<(LivePeers.maxPeers + 500) { _ = peers.heard("peer-\(index)", at: start) }
+        #expect(peers.instances == LivePeers.maxPeers + 1)
+        var fresh = LivePeers()
+        #expect(fresh.heard(String(repeating: "x", count: LivePeers.maxIDBytes + 1), at: start) == nil)
+        #expect(fresh.instances == 1)
+    }
+
     @Test("a bus whose buffer overflows says resync after the drop, so that no lost hint goes unnoticed")
     func overflowResyncs() async {
         let (events, continuation) = AsyncStream.makeStream(of: LiveBusEvent.self, bufferingPolicy: .bufferingNewest(2))

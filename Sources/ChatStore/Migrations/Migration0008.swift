@@ -28,6 +28,18 @@ let migration0008 = #"""
         END
         $$;
 
+    -- The Kafka key of an event of `aggregate_type`: one definition, for the trigger and the backfill.
+    CREATE FUNCTION chat.outbox_aggregate_id(aggregate_type text, tenant uuid, thread uuid, seq bigint, learner uuid)
+        RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        AS $$
+        SELECT CASE aggregate_type
+            WHEN 'message' THEN tenant::text || '/' || thread::text || '/' || seq::text
+            WHEN 'thread' THEN tenant::text || '/' || thread::text
+            WHEN 'retention' THEN tenant::text
+            ELSE tenant::text || '/' || learner::text
+        END
+        $$;
+
     CREATE FUNCTION chat.outbox_route() RETURNS trigger
         LANGUAGE plpgsql
         SET search_path = pg_catalog, pg_temp
@@ -39,12 +51,8 @@ let migration0008 = #"""
             END IF;
             NEW.event_id := gen_random_uuid();
             NEW.aggregate_type := split_part(NEW.event_type, '.', 1);
-            NEW.aggregate_id := CASE NEW.aggregate_type
-                WHEN 'message' THEN NEW.tenant_id::text || '/' || NEW.thread_id::text || '/' || NEW.seq::text
-                WHEN 'thread' THEN NEW.tenant_id::text || '/' || NEW.thread_id::text
-                WHEN 'retention' THEN NEW.tenant_id::text
-                ELSE NEW.tenant_id::text || '/' || NEW.learner_id::text
-            END;
+            NEW.aggregate_id := chat.outbox_aggregate_id(NEW.aggregate_type, NEW.tenant_id, NEW.thread_id, NEW.seq,
+                                                         NEW.learner_id);
             IF NEW.aggregate_id IS NULL THEN
                 RAISE EXCEPTION 'outbox: a % event without the ids of its aggregate', NEW.event_type
                     USING ERRCODE = '23502';
@@ -61,12 +69,7 @@ let migration0008 = #"""
         ADD COLUMN event_type text;
     UPDATE chat.outbox SET event_id = gen_random_uuid(), event_type = chat.outbox_event_name(type);
     UPDATE chat.outbox SET aggregate_type = split_part(event_type, '.', 1);
-    UPDATE chat.outbox SET aggregate_id = CASE aggregate_type
-        WHEN 'message' THEN tenant_id::text || '/' || thread_id::text || '/' || seq::text
-        WHEN 'thread' THEN tenant_id::text || '/' || thread_id::text
-        WHEN 'retention' THEN tenant_id::text
-        ELSE tenant_id::text || '/' || learner_id::text
-    END;
+    UPDATE chat.outbox SET aggregate_id = chat.outbox_aggregate_id(aggregate_type, tenant_id, thread_id, seq, learner_id);
     ALTER TABLE chat.outbox
         ALTER COLUMN event_id SET NOT NULL,
         ALTER COLUMN aggregate_type SET NOT NULL,
